@@ -1,0 +1,3 @@
+"""SGD with momentum, dampening, Nesterov and weight decay (chapter 2). Being written."""
+
+__all__: list[str] = []

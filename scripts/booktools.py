@@ -1,0 +1,175 @@
+"""Tools for the book's notebooks: the bootstrap cell, execution, metadata hygiene.
+
+    python scripts/booktools.py run chapters/01_backprop/backprop.ipynb   # execute at full size, clean
+    python scripts/booktools.py run --quick NOTEBOOK                       # quick size (never commit that)
+    python scripts/booktools.py clean [NOTEBOOK...]                        # strip volatile metadata
+    python scripts/booktools.py bootstrap                                  # rewrite every bootstrap cell
+
+The bootstrap cell is generated from ``_config.yml`` (repository.url), the one place the URL lives.
+Tests import this module to check the committed notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+BOOTSTRAP_TAG = "remove-cell"
+CELL_TIMEOUT = 600
+
+# Notebook-level metadata that may stay; everything else (widgets state, papermill, ...) goes.
+KEEP_NB_METADATA = {"kernelspec", "language_info", "colab", "accelerator"}
+# Cell-level metadata that may stay.
+KEEP_CELL_METADATA = {"tags"}
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def repository_url() -> str:
+    """The book's repository URL from ``_config.yml``."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return config["repository"]["url"].rstrip("/")
+
+
+def bootstrap_source(url: str | None = None) -> str:
+    """The identical first code cell of every notebook."""
+    url = url or repository_url()
+    return (
+        "# Colab: install the book's package `nntrain` (Colab's own torch is kept). Locally: nothing to do.\n"
+        "import sys\n"
+        "\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install -q "nntrain @ git+{url}@main#subdirectory=code"'
+    )
+
+
+def notebooks() -> list[Path]:
+    """Every chapter notebook, in a stable order."""
+    return sorted(p for p in CHAPTERS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def first_code_cell(nb) -> nbformat.NotebookNode | None:
+    return next((c for c in nb.cells if c.cell_type == "code"), None)
+
+
+def set_bootstrap(nb) -> None:
+    """Make the first code cell the bootstrap cell (insert it if the notebook has none)."""
+    cell = first_code_cell(nb)
+    if cell is None or "google.colab" not in cell.source:
+        cell = nbformat.v4.new_code_cell()
+        position = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+        nb.cells.insert(position, cell)
+    cell.source = bootstrap_source()
+    cell.metadata["tags"] = [BOOTSTRAP_TAG]
+    cell.outputs = []
+
+
+def clean(nb) -> None:
+    """Strip volatile metadata, keep outputs and execution counts (nbval needs the counts)."""
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NB_METADATA}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
+        cell["id"] = f"cell-{i:03d}"  # stable ids: no diff noise between runs
+        if cell.cell_type != "code":
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+            continue
+        for out in cell.outputs:
+            if out.get("output_type") in ("display_data", "execute_result"):
+                out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+
+
+def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
+    """Execute ``path`` top to bottom in a fresh kernel, in place; return seconds taken."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    set_bootstrap(nb)
+    env_backup = dict(os.environ)
+    os.environ["NNTRAIN_QUICK"] = "1" if quick else "0"
+    os.environ.setdefault("TQDM_MININTERVAL", "5")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    start = time.perf_counter()
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    elapsed = time.perf_counter() - start
+    clean(nb)
+    check(nb, path)
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def check(nb, path: Path | str = "") -> list[str]:
+    """Problems that make a committed notebook unacceptable (empty list when it is fine)."""
+    problems = []
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code_cells]
+    if counts != list(range(1, len(code_cells) + 1)):
+        problems.append(f"{path}: execution counts are {counts}, not 1..{len(code_cells)} (run it top to bottom)")
+    for i, c in enumerate(code_cells, 1):
+        for out in c.outputs:
+            if out.get("output_type") == "error":
+                problems.append(f"{path}: code cell {i} has an error output ({out.get('ename')})")
+            if out.get("output_type") == "stream" and out.get("name") == "stderr" and re.search(r"Traceback|Error:", out.get("text", "")):
+                problems.append(f"{path}: code cell {i} printed an error to stderr")
+    extra = set(nb.metadata) - KEEP_NB_METADATA
+    if extra:
+        problems.append(f"{path}: volatile notebook metadata {sorted(extra)}")
+    for i, c in enumerate(nb.cells):
+        extra = set(c.metadata) - KEEP_CELL_METADATA
+        if extra:
+            problems.append(f"{path}: cell {i} has volatile metadata {sorted(extra)}")
+    first = first_code_cell(nb)
+    if first is None or first.source != bootstrap_source():
+        problems.append(f"{path}: the first code cell is not the bootstrap cell (run `python scripts/booktools.py bootstrap`)")
+    elif BOOTSTRAP_TAG not in first.metadata.get("tags", []):
+        problems.append(f"{path}: the bootstrap cell is not tagged {BOOTSTRAP_TAG!r}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute notebooks in place (full size unless --quick) and clean them")
+    p_run.add_argument("paths", nargs="+", type=Path)
+    p_run.add_argument("--quick", action="store_true", help="quick size (for timing only; commit full-size outputs)")
+    p_clean = sub.add_parser("clean", help="strip volatile metadata")
+    p_clean.add_argument("paths", nargs="*", type=Path)
+    sub.add_parser("bootstrap", help="rewrite the bootstrap cell of every notebook from _config.yml")
+    sub.add_parser("check", help="report hygiene problems of every notebook")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        for path in args.paths:
+            print(f"{path}: {run(path, quick=args.quick):.1f} s", flush=True)
+    elif args.command in ("clean", "bootstrap"):
+        for path in (args.paths if args.command == "clean" and args.paths else notebooks()):
+            nb = nbformat.read(path, as_version=4)
+            if args.command == "bootstrap":
+                set_bootstrap(nb)
+            clean(nb)
+            nbformat.write(nb, path)
+    elif args.command == "check":
+        problems = [p for path in notebooks() for p in check(nbformat.read(path, as_version=4), path)]
+        print("\n".join(problems) or "all notebooks are clean")
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

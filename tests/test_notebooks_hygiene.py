@@ -1,0 +1,74 @@
+"""Committed notebooks are executed top to bottom, clean and start with the same bootstrap cell."""
+
+import re
+
+import nbformat
+import pytest
+import yaml
+
+import booktools
+
+NOTEBOOKS = booktools.notebooks()
+DRAFT_MARK = "*Глава пишется.*"
+
+
+def _ids(paths):
+    return [str(p.relative_to(booktools.ROOT)) for p in paths]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert booktools.check(nb, path.name) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_bootstrap_installs_from_the_configured_repository(path):
+    first = booktools.first_code_cell(nbformat.read(path, as_version=4))
+    urls = re.findall(r"git\+(\S+?)@main", first.source)
+    assert urls == [booktools.repository_url()]
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (booktools.ROOT / "_toc.yml").read_text(encoding="utf-8")
+    files = set(re.findall(r"file:\s*(\S+)", toc))
+    for path in NOTEBOOKS:
+        assert str(path.relative_to(booktools.ROOT).with_suffix("")) in files, f"{path} is not in _toc.yml"
+    for entry in files:
+        candidates = [booktools.ROOT / f"{entry}{ext}" for ext in (".ipynb", ".md")]
+        assert any(c.exists() for c in candidates), f"_toc.yml names {entry}, which does not exist"
+
+
+def test_colab_settings():
+    config = yaml.safe_load((booktools.ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert config["repository"]["branch"] == "main"
+    assert config["repository"]["url"].startswith("https://github.com/")
+    assert config["execute"]["execute_notebooks"] == "off"
+
+
+def _prose_words(nb) -> int:
+    text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|```.*?```", " ", text, flags=re.S)
+    return len(re.findall(r"[А-Яа-яЁё]+(?:-[А-Яа-яЁё]+)*", text))
+
+
+def _figures(nb) -> int:
+    return sum("image/png" in out.get("data", {}) or "image/svg+xml" in out.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for out in c.outputs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_written_chapter_has_the_book_shape(path):
+    """A chapter (not marked as a draft) has prose, figures, exercises with solutions and references."""
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    if DRAFT_MARK in markdown:
+        pytest.skip("chapter is a draft")
+    assert _prose_words(nb) >= 2500, f"only {_prose_words(nb)} words of Russian prose"
+    assert _figures(nb) >= 3, f"only {_figures(nb)} figures"
+    exercises = len(re.findall(r"```\{exercise\}", markdown))
+    solutions = len(re.findall(r"```\{solution\}", markdown))
+    assert exercises >= 5 and solutions >= exercises, (exercises, solutions)
+    assert "arxiv.org" in markdown, "no references to papers"
+    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code"), "nothing is checked by nbval"
