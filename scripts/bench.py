@@ -18,14 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import booktools  # noqa: E402
 
 NOTEBOOK_LIMIT_S = 60.0
 BUILD_LIMIT_S = 60.0
-
 
 def bench_notebooks() -> None:
     """Execute a copy of every notebook in quick mode and print its wall time."""
@@ -42,7 +39,6 @@ def bench_notebooks() -> None:
             print(f"  {path.relative_to(booktools.ROOT)!s:55} {seconds:6.1f} s  {flag}", flush=True)
     print(f"  {'total':55} {total:6.1f} s")
 
-
 def bench_build() -> None:
     """Build the book from the committed outputs into a temporary folder."""
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
@@ -54,16 +50,13 @@ def bench_build() -> None:
     status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
     print(f"Book build from committed outputs: {seconds:.1f} s (limit {BUILD_LIMIT_S:.0f} s), {status}")
 
-
 def bench_module(name: str) -> None:
     """Run ``scripts/bench_<name>.py``'s ``main()``."""
     print(f"--- scripts/bench_{name}.py")
     importlib.import_module(f"bench_{name}").main()
 
-
 def package_benchmarks() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
-
 
 def main(argv: list[str]) -> int:
     targets = argv or ["notebooks", "build", *package_benchmarks()]
@@ -78,7 +71,6 @@ def main(argv: list[str]) -> int:
             print(f"unknown benchmark {target!r}; available: notebooks, build, {', '.join(package_benchmarks())}")
             return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

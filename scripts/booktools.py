@@ -72,6 +72,11 @@ def set_bootstrap(nb) -> None:
     cell.outputs = []
 
 
+def drop_empty_cells(nb) -> None:
+    """Remove cells with no source: an empty code cell would never get an execution count."""
+    nb.cells = [c for c in nb.cells if c.source.strip()]
+
+
 def clean(nb) -> None:
     """Strip volatile metadata, keep outputs and execution counts (nbval needs the counts)."""
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NB_METADATA}
@@ -96,6 +101,7 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
 
     nb = nbformat.read(path, as_version=4)
     set_bootstrap(nb)
+    drop_empty_cells(nb)
     env_backup = dict(os.environ)
     os.environ["NNTRAIN_QUICK"] = "1" if quick else "0"
     os.environ.setdefault("TQDM_MININTERVAL", "5")
