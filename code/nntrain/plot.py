@@ -73,3 +73,143 @@ def annotate_points(ax, xs: Iterable[float], ys: Iterable[float], texts: Iterabl
     """Write a short text next to each point."""
     for x, y, t in zip(xs, ys, texts):
         ax.annotate(t, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=9, **kwargs)
+
+
+# ---------------------------------------------------------------- contours and trajectories (chapter 2)
+
+_START_MARKER = {"marker": "o", "markersize": 6, "markeredgecolor": "white", "zorder": 5}
+_MIN_MARKER = {"marker": "*", "markersize": 14, "color": "#F0E442", "markeredgecolor": "black", "zorder": 6,
+               "linestyle": "none"}
+
+
+def _grid_values(fn, box, n: int):
+    """Evaluate ``fn`` (a callable on tensors of shape (..., 2)) on an n×n grid over ``box``."""
+    import numpy as np
+    import torch
+
+    if len(box) != 4 or not (box[0] < box[1] and box[2] < box[3]):
+        raise ValueError(f"box must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax, got {box!r}")
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"the grid needs n >= 2 points per side, got {n!r}")
+    xs = torch.linspace(box[0], box[1], n, dtype=torch.float64)
+    ys = torch.linspace(box[2], box[3], n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    z = fn(torch.stack([gx, gy], dim=-1))
+    return gx.numpy(), gy.numpy(), np.asarray(z.detach().cpu().numpy(), dtype=float)
+
+
+def contour_levels(z, n_levels: int = 20, log: bool = True):
+    """Contour levels for the values ``z``: log-spaced above the lowest value (dense near minima) or even."""
+    import numpy as np
+
+    if n_levels < 2:
+        raise ValueError(f"n_levels must be at least 2, got {n_levels}")
+    lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
+    span = hi - lo
+    if not np.isfinite(span) or span <= 0:
+        raise ValueError("the function is constant (or not finite) on the box: nothing to draw")
+    if not log:
+        return np.linspace(lo, hi, n_levels)
+    return lo + np.logspace(np.log10(span) - 4, np.log10(span), n_levels)
+
+
+def contour(ax, fn, box=None, n: int = 200, n_levels: int = 20, log: bool = True, filled: bool = True,
+            cmap: str = "Greys", minimizers: bool = True):
+    """Draw the level sets of a function of two variables on ``ax``; return the contour set.
+
+    ``fn`` is a ``nntrain.functions.Function2D`` (its ``box`` and minimisers are used) or any callable
+    on tensors of shape (..., 2) — then ``box = (xmin, xmax, ymin, ymax)`` is required. Levels are
+    log-spaced by default, so that the bottom of a valley is drawn as finely as its walls.
+    """
+    box = box if box is not None else getattr(fn, "box", None)
+    if box is None:
+        raise ValueError("give box=(xmin, xmax, ymin, ymax): fn has no box of its own")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable on tensors of shape (..., 2), got {type(fn).__name__}")
+    gx, gy, z = _grid_values(fn, box, n)
+    levels = contour_levels(z, n_levels, log)
+    if filled:
+        cs = ax.contourf(gx, gy, z, levels=levels, cmap=cmap, alpha=0.55, extend="both")
+        ax.contour(gx, gy, z, levels=levels, colors="k", linewidths=0.4, alpha=0.35)
+    else:
+        cs = ax.contour(gx, gy, z, levels=levels, cmap=cmap, linewidths=0.8)
+    if minimizers:
+        for m in getattr(fn, "minimizers", ()):
+            if box[0] <= m[0] <= box[1] and box[2] <= m[1] <= box[3]:
+                ax.plot([m[0]], [m[1]], **_MIN_MARKER)
+    ax.set_xlim(box[0], box[1])
+    ax.set_ylim(box[2], box[3])
+    ax.set_xlabel("$x$")
+    ax.set_ylabel("$y$")
+    return cs
+
+
+def _color_for(label: str, i: int, colors: dict | None) -> str:
+    if colors and label in colors:
+        return colors[label]
+    key = label.strip().lower().split()[0] if label.strip() else ""
+    return COLORS.get(key, PALETTE[i % len(PALETTE)])
+
+
+def _as_xy(path):
+    import numpy as np
+
+    p = getattr(path, "path", path)  # a Trajectory or a tensor / array of shape (n, 2)
+    p = p.detach().cpu().numpy() if hasattr(p, "detach") else np.asarray(p, dtype=float)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"a path must have shape (n, 2), got {p.shape}")
+    return p
+
+
+def trajectories(ax, fn, paths: dict, box=None, colors: dict | None = None, markers: bool = True,
+                 legend: bool = True, title: str | None = None, **contour_kwargs) -> list:
+    """Contour of ``fn`` plus one polyline per method: ``paths = {label: Trajectory | (n, 2) array}``.
+
+    Colours come from ``COLORS`` when a label starts with a known method name ("gd", "momentum",
+    "nesterov", ...), else from ``PALETTE``; ``colors={label: colour}`` overrides. Returns the lines.
+    """
+    if not isinstance(paths, dict) or not paths:
+        raise ValueError("paths must be a non-empty dict {label: path}")
+    contour(ax, fn, box, **contour_kwargs)
+    lines = []
+    for i, (name, path) in enumerate(paths.items()):
+        p = _as_xy(path)
+        c = _color_for(name, i, colors)
+        style = {"marker": ".", "markersize": 4} if markers and len(p) <= 200 else {}
+        (line,) = ax.plot(p[:, 0], p[:, 1], color=c, lw=1.6, label=name, **style)
+        ax.plot(p[:1, 0], p[:1, 1], color=c, **_START_MARKER)
+        lines.append(line)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(loc="best", fontsize=9, frameon=True, framealpha=0.85)
+    return lines
+
+
+def animate_trajectories(fn, paths: dict, box=None, frames: int | None = None, interval: int = 40,
+                         colors: dict | None = None, figsize=(5.0, 4.4)):
+    """A ``matplotlib.animation.FuncAnimation`` of the methods moving together over the contour of ``fn``.
+
+    Save it from a script (``anim.save("traj.gif", writer="pillow")``); notebooks do not render it in CI.
+    """
+    from matplotlib.animation import FuncAnimation
+
+    if not isinstance(paths, dict) or not paths:
+        raise ValueError("paths must be a non-empty dict {label: path}")
+    fig, ax = plt.subplots(figsize=figsize, constrained_layout=True)
+    contour(ax, fn, box)
+    xy = {k: _as_xy(v) for k, v in paths.items()}
+    n = max(len(p) for p in xy.values())
+    frames = n if frames is None else min(frames, n)
+    lines = {}
+    for i, name in enumerate(xy):
+        (lines[name],) = ax.plot([], [], color=_color_for(name, i, colors), lw=1.6, marker=".", label=name)
+    ax.legend(loc="best", fontsize=9, frameon=True, framealpha=0.85)
+
+    def draw(frame: int):
+        k = int(round(frame * (n - 1) / max(frames - 1, 1))) + 1
+        for name, p in xy.items():
+            lines[name].set_data(p[:k, 0], p[:k, 1])
+        return list(lines.values())
+
+    return FuncAnimation(fig, draw, frames=frames, interval=interval, blit=True)

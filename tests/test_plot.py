@@ -1,0 +1,82 @@
+"""nntrain.plot: contour and trajectory helpers (Agg backend, no display)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from nntrain import functions as F  # noqa: E402
+from nntrain import plot, rates  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    plot.use_style()
+    yield
+    plt.close("all")
+
+
+def test_contour_levels_log_spaced_above_minimum():
+    z = np.array([[1.0, 2.0], [5.0, 1001.0]])
+    lv = plot.contour_levels(z, 5)
+    assert lv[0] > 1.0 and np.isclose(lv[-1], 1001.0)
+    assert np.allclose(np.diff(np.log10(lv - 1.0)), 1.0)
+    assert np.allclose(plot.contour_levels(z, 3, log=False), [1.0, 501.0, 1001.0])
+    with pytest.raises(ValueError, match="constant"):
+        plot.contour_levels(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("name", F.NAMES)
+def test_contour_every_function(name):
+    fn = F.get(name) if name != "ill_conditioned" else F.get(name, kappa=10.0)
+    fig, ax = plt.subplots()
+    cs = plot.contour(ax, fn, n=30)
+    assert len(cs.levels) >= 2
+    assert ax.get_xlim() == (fn.box[0], fn.box[1])
+
+
+def test_contour_plain_callable_needs_box():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="box"):
+        plot.contour(ax, lambda p: (p**2).sum(-1))
+    plot.contour(ax, lambda p: (p**2).sum(-1), box=(-1, 1, -1, 1), n=20, filled=False)
+    with pytest.raises(ValueError, match="xmin < xmax"):
+        plot.contour(ax, lambda p: (p**2).sum(-1), box=(1, -1, -1, 1))
+
+
+def test_trajectories_draw_one_line_per_method_with_book_colours():
+    fn = F.rosenbrock()
+    paths = {
+        "GD": F.run(fn, [-1.5, 2.0], 50, update=rates.gd(1e-3)),
+        "Momentum": F.run(fn, [-1.5, 2.0], 50, update=rates.heavy_ball(1e-3, 0.9)),
+        "другой": np.zeros((3, 2)),
+    }
+    fig, ax = plt.subplots()
+    lines = plot.trajectories(ax, fn, paths, n=30, title="t")
+    assert [ln.get_label() for ln in lines] == list(paths)
+    assert lines[0].get_color() == plot.COLORS["gd"]
+    assert lines[1].get_color() == plot.COLORS["momentum"]
+    np.testing.assert_allclose(lines[0].get_xydata(), paths["GD"].path.numpy())
+    assert ax.get_legend() is not None
+    lines = plot.trajectories(ax, fn, {"x": torch.zeros(2, 2)}, colors={"x": "#123456"}, n=20, legend=False)
+    assert lines[0].get_color() == "#123456"
+
+
+def test_trajectories_bad_input():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plot.trajectories(ax, F.saddle(), {})
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        plot.trajectories(ax, F.saddle(), {"a": np.zeros((3, 3))}, n=20)
+
+
+def test_animation_frames():
+    fn = F.saddle()
+    paths = {"GD": F.run(fn, [1.0, 1e-3], 20, update=rates.gd(0.1))}
+    anim = plot.animate_trajectories(fn, paths, frames=5)
+    artists = anim._func(4)  # draw the last frame without saving
+    assert len(artists) == 1 and len(artists[0].get_xdata()) == 21

@@ -1,0 +1,133 @@
+"""nntrain.rates: update rules, tuned constants, spectral rates and the theorems' bounds."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nntrain import functions as F
+from nntrain import rates
+
+
+def test_heavy_ball_equals_two_step_recursion():
+    fn = F.rosenbrock()
+    a, b = 1e-3, 0.8
+    t = F.run(fn, [-1.0, 1.5], 200, update=rates.heavy_ball(a, b))
+    xs = [t.path[0], t.path[0]]
+    for _ in range(200):
+        xs.append(xs[-1] - a * fn.grad(xs[-1]) + b * (xs[-1] - xs[-2]))
+    torch.testing.assert_close(t.path, torch.stack(xs[1:]), rtol=1e-12, atol=1e-12)
+
+
+def test_nesterov_equals_look_ahead_scheme():
+    fn = F.ill_conditioned(30.0)
+    a, b = rates.nesterov_params(1.0, 30.0)
+    t = F.run(fn, [1.0, 1.0], 100, update=rates.nesterov(a, b))
+    x_prev = x = t.path[0]
+    for k in range(100):
+        y = x + b * (x - x_prev)
+        x_prev, x = x, y - a * fn.grad(y)
+        torch.testing.assert_close(t.path[k + 1], x, rtol=1e-12, atol=1e-14)
+
+
+def test_ema_momentum_is_rescaled_heavy_ball():
+    fn = F.levy()
+    a, b = 0.05, 0.9
+    t1 = F.run(fn, [-6.0, 4.0], 300, update=rates.ema_momentum(a, b))
+    t2 = F.run(fn, [-6.0, 4.0], 300, update=rates.heavy_ball(a * (1 - b), b))
+    torch.testing.assert_close(t1.path, t2.path, rtol=1e-10, atol=1e-12)
+
+
+def test_tuned_constants():
+    a, b = rates.heavy_ball_params(1.0, 100.0)
+    assert math.isclose(a, 4 / 121) and math.isclose(b, (9 / 11) ** 2)
+    a, b = rates.nesterov_params(1.0, 100.0)
+    assert math.isclose(a, 0.01) and math.isclose(b, 9 / 11)
+    assert math.isclose(rates.gd_optimal_step(1.0, 3.0), 0.5)
+    assert rates.method_params("gd", 1.0, 4.0) == (0.25, 0.0)
+
+
+@pytest.mark.parametrize("k", [4.0, 25.0, 400.0])
+def test_spectral_rates_closed_forms(k):
+    lam = [1.0, k]
+    sk = math.sqrt(k)
+    assert math.isclose(rates.spectral_rate(1 / k, 0.0, lam), 1 - 1 / k, rel_tol=1e-12)
+    assert math.isclose(rates.spectral_rate(2 / (1 + k), 0.0, lam), (k - 1) / (k + 1), rel_tol=1e-12)
+    a, b = rates.heavy_ball_params(1.0, k)
+    assert math.isclose(rates.spectral_rate(a, b, lam), (sk - 1) / (sk + 1), rel_tol=1e-6)
+    a, b = rates.nesterov_params(1.0, k)
+    assert math.isclose(rates.spectral_rate(a, b, lam, look_ahead=True), 1 - 1 / sk, rel_tol=1e-9)
+
+
+def test_measured_iterations_scale_like_theory():
+    ks = [10.0, 100.0, 1000.0]
+    gd = rates.quadratic_iterations("gd", ks, tol=1e-6)
+    hb = rates.quadratic_iterations("heavy_ball", ks, tol=1e-6)
+    assert (gd["measured"] > 0).all() and (hb["measured"] > 0).all()
+    assert (gd["measured"] <= gd["predicted"]).all()
+    assert abs(rates.loglog_slope(ks, gd["measured"]) - 1.0) < 0.05
+    assert abs(rates.loglog_slope(ks, hb["measured"]) - 0.5) < 0.08
+    assert (hb["measured"] < gd["measured"]).all()
+
+
+def test_iterations_are_rotation_invariant():
+    fn = F.ill_conditioned(20.0, angle=0.7)
+    a, b = rates.heavy_ball_params(1.0, 20.0)
+    upd = rates.heavy_ball(a, b)
+    rot = rates.iterations_to_tolerance(upd, fn.grad, torch.tensor([[1.0, 1.0]], dtype=torch.float64), 1e-6, 10_000)
+    diag = rates.iterations_to_tolerance(upd, lambda x: x * torch.tensor([1.0, 20.0], dtype=torch.float64),
+                                         (torch.tensor([[1.0, 1.0]], dtype=torch.float64) @ F.rotation(0.7)), 1e-6,
+                                         10_000)
+    assert rot.item() == diag.item() > 0
+
+
+def test_bounds_hold_on_quadratics():
+    lam = torch.tensor([1e-3, 0.01, 0.1, 1.0], dtype=torch.float64)  # convex, L = 1, barely strongly convex
+    x = torch.ones(4, dtype=torch.float64)
+    r0 = float(x @ x)
+    gaps = []
+    for _ in range(200):
+        x = x - lam * x
+        gaps.append(float(0.5 * (lam * x * x).sum()))
+    k = np.arange(1, 201)
+    assert (np.array(gaps) <= rates.gd_convex_bound(1.0, r0, k) + 1e-15).all()
+    fn = F.ill_conditioned(10.0)
+    t = F.run(fn, [1.0, 2.0], 100, update=rates.gd(rates.gd_step(10.0)))
+    bound = rates.gd_strongly_convex_bound(1.0, 10.0, float(t.values[0]), np.arange(101))
+    assert (t.values.numpy() <= bound + 1e-15).all()
+    a, b = rates.nesterov_params(1.0, 10.0)
+    t = F.run(fn, [1.0, 2.0], 100, update=rates.nesterov(a, b))
+    bound = rates.nesterov_bound(1.0, 10.0, float(t.values[0]), 5.0, np.arange(101))
+    assert (t.values.numpy() <= bound + 1e-15).all()
+
+
+def test_predicted_iterations_and_slope():
+    assert rates.predicted_iterations(0.5, 1e-3) == 10
+    assert rates.predicted_iterations(torch.tensor([0.5, 0.1], dtype=torch.float64), 1e-3).tolist() == [10, 3]
+    assert math.isclose(rates.loglog_slope([1, 10, 100], [3, 30, 300]), 1.0)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="alpha"):
+        rates.gd(-0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        rates.heavy_ball(float("nan"), 0.5)
+    with pytest.raises(ValueError, match="beta"):
+        rates.nesterov(0.1, 1.5)
+    with pytest.raises(ValueError, match="expected one of"):
+        rates.method_params("adam", 1.0, 2.0)
+    with pytest.raises(ValueError, match="expected one of"):
+        rates.quadratic_iterations("newton", [10.0])
+    with pytest.raises(ValueError, match="condition numbers"):
+        rates.quadratic_iterations("gd", [0.5])
+    with pytest.raises(ValueError, match="mu"):
+        rates.heavy_ball_params(0.0, 1.0)
+    with pytest.raises(ValueError, match="tol"):
+        rates.predicted_iterations(0.5, 2.0)
+    with pytest.raises(ValueError, match="rate"):
+        rates.predicted_iterations(1.0, 0.1)
+    with pytest.raises(ValueError, match="batch, dim"):
+        rates.iterations_to_tolerance(rates.gd(0.1), lambda x: x, torch.ones(2), 0.1, 10)
+    with pytest.raises(ValueError, match="k >= 1"):
+        rates.gd_convex_bound(1.0, 1.0, 0)
