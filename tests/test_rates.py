@@ -131,3 +131,28 @@ def test_bad_input():
         rates.iterations_to_tolerance(rates.gd(0.1), lambda x: x, torch.ones(2), 0.1, 10)
     with pytest.raises(ValueError, match="k >= 1"):
         rates.gd_convex_bound(1.0, 1.0, 0)
+
+
+def test_exact_line_search_minimises_along_the_ray():
+    fn = F.ill_conditioned(10.0)
+    upd = rates.gd_exact_quadratic(fn.info["A"])
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    x1, _ = upd(x, fn.grad, None)
+    g = fn.grad(x)
+    alphas = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    best = alphas[fn(x[None] - alphas[:, None] * g[None]).argmin()]
+    assert abs(float((x - x1).norm() / g.norm()) - float(best)) < 1e-4
+    assert abs(float(fn.grad(x1) @ g)) < 1e-12  # consecutive directions are orthogonal
+    with pytest.raises(ValueError, match="square"):
+        rates.gd_exact_quadratic(torch.ones(2, 3))
+
+
+def test_armijo_decreases_and_counts_evaluations():
+    fn = F.rosenbrock()
+    t = F.run(fn, [-1.2, 1.0], 200, update=rates.gd_armijo(fn.value, alpha0=1.0))
+    assert (t.values[1:] <= t.values[:-1]).all()
+    upd = rates.gd_armijo(fn.value)
+    _, evals = upd(torch.tensor([-1.2, 1.0], dtype=torch.float64), fn.grad, None)
+    assert evals > 1
+    with pytest.raises(ValueError, match="shrink"):
+        rates.gd_armijo(fn.value, shrink=1.0)

@@ -25,7 +25,7 @@ Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
 METHODS = ("gd", "gd_optimal", "heavy_ball", "nesterov")
 
 __all__ = [
-    "METHODS", "gd", "heavy_ball", "nesterov", "ema_momentum", "gd_step", "gd_optimal_step",
+    "METHODS", "gd", "gd_exact_quadratic", "gd_armijo", "heavy_ball", "nesterov", "ema_momentum", "gd_step", "gd_optimal_step",
     "heavy_ball_params", "nesterov_params", "method_params", "spectral_rate", "predicted_iterations",
     "iterations_to_tolerance", "quadratic_iterations", "loglog_slope", "gd_convex_bound",
     "gd_strongly_convex_bound", "nesterov_bound", "kappa",
@@ -101,6 +101,47 @@ def ema_momentum(alpha, beta) -> Update:
         m = torch.zeros_like(x) if state is None else state
         m = beta * m + (1 - beta) * grad_fn(x)
         return x - alpha * m, m
+
+    return update
+
+
+def gd_exact_quadratic(A: Tensor) -> Update:
+    """Steepest descent with exact line search on f = ½ xᵀAx: α_k = gᵀg / gᵀAg minimises f(x − αg)."""
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square matrix, got shape {tuple(A.shape)}")
+
+    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
+        g = grad_fn(x)
+        curv = g @ A.to(g) @ g
+        if curv <= 0:
+            return x, state  # at the minimum (g = 0) or a direction of no curvature: stay
+        return x - (g @ g) / curv * g, state
+
+    return update
+
+
+def gd_armijo(f: Callable[[Tensor], Tensor], alpha0: float = 1.0, c: float = 1e-4, shrink: float = 0.5,
+              max_halvings: int = 60) -> Update:
+    """Gradient descent with Armijo backtracking: halve α from ``alpha0`` until f(x − αg) ≤ f(x) − cα‖g‖².
+
+    The state holds the number of function evaluations spent so far (the price of the line search).
+    """
+    _check_scalar("alpha0", alpha0, 0.0, None, low_open=True)
+    _check_scalar("c", c, 0.0, 1.0, low_open=True)
+    _check_scalar("shrink", shrink, 0.0, 1.0, low_open=True)
+    if shrink >= 1 or c >= 1:
+        raise ValueError(f"need 0 < c < 1 and 0 < shrink < 1, got c={c}, shrink={shrink}")
+
+    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
+        evals = 0 if state is None else state
+        g = grad_fn(x)
+        fx, gg, alpha = f(x), g @ g, alpha0
+        for _ in range(max_halvings):
+            evals += 1
+            if f(x - alpha * g) <= fx - c * alpha * gg:
+                break
+            alpha *= shrink
+        return x - alpha * g, evals
 
     return update
 
