@@ -304,3 +304,22 @@ def test_model_and_program_arguments_are_checked():
         ag.run_program(program, ag.random_inputs(program, rng), backend="jax")
     with pytest.raises(ValueError, match="inputs"):
         ag.run_program(program, [])
+
+
+def test_graph_drawing_places_every_node_once():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nntrain import graphplot
+
+    rng = np.random.default_rng(9)
+    model = ag.MLP([4, 3, 2], rng)
+    loss = ag.cross_entropy(model(Tensor(rng.standard_normal((5, 4)), name="X")), [0, 1, 0, 1, 1])
+    pos = graphplot.layout(loss)
+    assert len(pos) == len(ag.topological_order(loss)) == 11
+    assert len(set(pos.values())) == len(pos)  # no two nodes on top of each other
+    ax = graphplot.draw_graph(loss)
+    boxes = [t for t in ax.texts if not isinstance(t, matplotlib.text.Annotation)]
+    assert len(boxes) == 11
+    with pytest.raises(TypeError, match="Tensor"):
+        graphplot.draw_graph(np.ones(3))
