@@ -181,6 +181,9 @@ def test_saved_bytes_grow_linearly_with_batch():
     # parameters are saved too (matmul keeps W): the part that does not grow with the batch
     params = sum(p.data.nbytes for p in model.parameters() if p.ndim == 2)
     assert sizes[0] - (sizes[1] - sizes[0]) == params
+    # without them: input, per hidden layer a float64 output and a bool mask, the softmax
+    acts = ag.saved_bytes(loss, exclude=model.parameters())
+    assert acts == 40 * (8 * (8 + 16 + 16 + 4) + 2 * 16)
 
 
 def test_mlp_matches_torch_twin():
@@ -209,12 +212,21 @@ def test_train_mlp_learns_and_matches_torch_sgd():
     losses = ag.train_mlp(model, x, y, epochs=30, batch_size=64, lr=0.5, rng=np.random.default_rng(0), progress=False)
     assert losses[-1] < 0.5 * losses[0]
     assert ag.accuracy(model, x, y) > 0.9
-    opt = torch.optim.SGD(twin.parameters(), lr=0.5)
-    for _ in range(30):  # full batch: the order does not matter
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y)).backward()
-        opt.step()
+    twin_losses = ag.train_torch_twin(twin, x, y, epochs=30, batch_size=64, lr=0.5, rng=np.random.default_rng(0),
+                                      progress=False)
+    np.testing.assert_allclose(losses, twin_losses, rtol=1e-10)
     np.testing.assert_allclose(model.layers[0].W.data, twin[0].weight.detach().numpy().T, atol=1e-10)
+
+
+def test_minibatch_training_matches_torch_twin_step_by_step():
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
+    model = ag.MLP([6, 8, 8, 3], rng, activation="tanh")
+    twin = model.to_torch()
+    ours = ag.train_mlp(model, x, y, 3, 16, 0.1, np.random.default_rng(1), progress=False)
+    theirs = ag.train_torch_twin(twin, x, y, 3, 16, 0.1, np.random.default_rng(1), progress=False)
+    assert len(ours) == 3 * 4
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
 
 
 def test_unbroadcast():

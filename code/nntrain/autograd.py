@@ -453,22 +453,30 @@ def topological_order(root: Tensor) -> list[Tensor]:
     return order
 
 
-def saved_arrays(root: Tensor) -> list[np.ndarray]:
-    """Distinct arrays kept for the backward pass of ``root`` (shared memory counted once)."""
-    seen, out = set(), []
+def _key(a: np.ndarray) -> tuple[int, int]:
+    base = a if a.base is None else a.base
+    return base.__array_interface__["data"][0], base.nbytes
+
+
+def saved_arrays(root: Tensor, exclude: Iterable[Tensor] = ()) -> list[np.ndarray]:
+    """Distinct arrays kept for the backward pass of ``root`` (shared memory counted once).
+
+    ``exclude``: tensors whose data is not to be counted (e.g. the parameters, alive anyway).
+    """
+    seen = {_key(t.data) for t in exclude}
+    out = []
     for node in topological_order(root):
         for a in node.saved:
-            base = a if a.base is None else a.base
-            key = (base.__array_interface__["data"][0], base.nbytes)
+            key = _key(a)
             if key not in seen:
                 seen.add(key)
-                out.append(base)
+                out.append(a if a.base is None else a.base)
     return out
 
 
-def saved_bytes(root: Tensor) -> int:
+def saved_bytes(root: Tensor, exclude: Iterable[Tensor] = ()) -> int:
     """Bytes that our engine keeps between forward and backward for ``root`` (chapter 3's question)."""
-    return int(sum(a.nbytes for a in saved_arrays(root)))
+    return int(sum(a.nbytes for a in saved_arrays(root, exclude)))
 
 
 # --------------------------------------------------------------------------- functional API
@@ -795,16 +803,45 @@ def train_mlp(model: MLP, x: np.ndarray, y: np.ndarray, epochs: int, batch_size:
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    from tqdm.auto import tqdm
-
     dtype = model.layers[0].W.dtype
     losses = []
+    for idx in _batch_order(len(x), epochs, batch_size, rng, progress):
+        loss = cross_entropy(model(Tensor(x[idx], dtype=dtype)), y[idx])
+        loss.backward()
+        sgd_step(model.parameters(), lr)
+        losses.append(loss.item())
+    return losses
+
+
+def _batch_order(n: int, epochs: int, batch_size: int, rng: np.random.Generator, progress: bool):
+    from tqdm.auto import tqdm
+
     for _ in tqdm(range(epochs), desc="epochs", disable=not progress):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            loss = cross_entropy(model(Tensor(x[idx], dtype=dtype)), y[idx])
-            loss.backward()
-            sgd_step(model.parameters(), lr)
-            losses.append(loss.item())
+        order = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+
+def train_torch_twin(net, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float,
+                     rng: np.random.Generator, progress: bool = True) -> list[float]:
+    """The library twin of :func:`train_mlp`: ``torch.optim.SGD`` on the same mini-batches in the same order.
+
+    Given ``net = model.to_torch()`` and a generator in the same state, the two loss curves agree
+    to float rounding.
+    """
+    import torch
+
+    if epochs <= 0 or batch_size <= 0 or lr <= 0:
+        raise ValueError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
+    dtype = next(net.parameters()).dtype
+    xt, yt = torch.as_tensor(np.asarray(x), dtype=dtype), torch.as_tensor(np.asarray(y))
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    losses = []
+    for idx in _batch_order(len(xt), epochs, batch_size, rng, progress):
+        idx_t = torch.as_tensor(idx)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(xt[idx_t]), yt[idx_t])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     return losses
