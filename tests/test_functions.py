@@ -155,3 +155,21 @@ def test_run_bad_input():
         F.run(lambda x: x, [0.1, 0.1], 5, update=rates.gd(0.1))
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         F.run(fn, [0.1, 0.1], 5, optimizer=lambda p: p)
+
+
+def test_lessard_counterexample():
+    fn = F.lessard()
+    x = torch.linspace(-3, 4, 701, dtype=torch.float64)[:, None].requires_grad_(True)
+    (auto,) = torch.autograd.grad(fn.value(x).sum(), x)
+    torch.testing.assert_close(fn.grad(x.detach()), auto)
+    assert (fn.hessian(x.detach()) >= 1).all() and (fn.hessian(x.detach()) <= 25).all()
+    # continuity of f and f' at the joints 1 and 2
+    for j in (1.0, 2.0):
+        lo, hi = torch.tensor([[j - 1e-9]], dtype=torch.float64), torch.tensor([[j]], dtype=torch.float64)
+        assert abs(float(fn(lo) - fn(hi))) < 1e-6 and abs(float(fn.grad(lo) - fn.grad(hi))) < 1e-6
+    a, b = rates.heavy_ball_params(1.0, 25.0)
+    t = F.run(fn, [3.3], 300, update=rates.heavy_ball(a, b))
+    torch.testing.assert_close(t.path[-1], t.path[-4])  # a 3-cycle, not convergence
+    assert t.path[-1].abs() > 0.5
+    a, b = rates.nesterov_params(1.0, 25.0)
+    assert F.run(fn, [3.3], 300, update=rates.nesterov(a, b)).final.abs() < 1e-10

@@ -25,7 +25,7 @@ Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
 
 __all__ = [
     "Function2D", "Trajectory", "quadratic", "ill_conditioned", "rotation", "rosenbrock", "saddle", "levy", "himmelblau",
-    "get", "NAMES", "run",
+    "lessard", "get", "NAMES", "run",
 ]
 
 
@@ -266,6 +266,37 @@ def himmelblau() -> Function2D:
         name="himmelblau", value=_checked("himmelblau", 2, value), grad=_checked("himmelblau", 2, grad),
         hessian=_checked("himmelblau", 2, hessian), minimizers=_HIMMELBLAU_MINIMA,
         stationary=_HIMMELBLAU_MINIMA, box=(-5.0, 5.0, -5.0, 5.0), f_min=0.0,
+    )
+
+
+# ---------------------------------------------------------------- Lessard–Recht–Packard counterexample
+
+
+def lessard() -> Function2D:
+    """A 1-D piecewise quadratic, μ = 1, L = 25, on which the tuned heavy ball cycles (chapter 2, momentum).
+
+    f = 25x²/2 (x < 1), x²/2 + 24x − 12 (1 ≤ x < 2), 25x²/2 − 24x + 36 (x ≥ 2): strongly convex and
+    L-smooth, minimum at 0. Lessard, Recht & Packard (2016, arXiv:1408.3595) found that the heavy ball
+    with Polyak's constants for μ = 1, L = 25 settles on a cycle of period 3 from x₀ = 3.3.
+    Works on tensors of shape (..., 1).
+    """
+
+    def value(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where(x < 1, 12.5 * x**2, torch.where(x < 2, 0.5 * x**2 + 24 * x - 12, 12.5 * x**2 - 24 * x + 36))
+
+    def grad(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where(x < 1, 25 * x, torch.where(x < 2, x + 24, 25 * x - 24))[..., None]
+
+    def hessian(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where((x >= 1) & (x < 2), torch.ones_like(x), torch.full_like(x, 25.0))[..., None, None]
+
+    return Function2D(
+        name="lessard", value=_checked("lessard", 1, value), grad=_checked("lessard", 1, grad),
+        hessian=_checked("lessard", 1, hessian), minimizers=((0.0,),), stationary=((0.0,),),
+        box=(-3.0, 4.0, -3.0, 4.0), f_min=0.0, dim=1, info={"mu": 1.0, "L": 25.0},
     )
 
 
