@@ -1,0 +1,578 @@
+"""Floating-point formats and mixed-precision training from scratch (chapter 7).
+
+What is here, in the order the chapter teaches it:
+
+* formats: ``FORMATS`` (fp32, tf32, fp16, bf16, fp8 e4m3 / e5m2), ``format_limits`` (from ``torch.finfo``),
+  ``to_bits`` / ``split_bits`` / ``value_of_fields`` / ``decode`` (a float → its sign, exponent and mantissa),
+  ``round_to`` (round to a format, tf32 included), ``draw_bit_layout`` (the figure of the bit layouts);
+* rounding: ``ulp``, ``lost_in_addition``, ``sequential_sum`` (naive, Kahan and pairwise sums in a
+  given dtype);
+* loss scaling: ``underflow_census`` (what becomes zero, subnormal or inf at a loss scale),
+  ``StaticLossScaler``, ``DynamicLossScaler`` and its pure rule ``dynamic_scale_update``;
+* master weights (Micikevicius et al. 2018): ``MasterWeights``, ``master_weights_step`` and its
+  library twin ``autocast_step`` (``torch.amp``);
+* memory and speed: ``bytes_per_parameter_schemes``, ``matmul_seconds``.
+
+The functional core works on plain numbers and tensors; the classes are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "FORMATS", "FloatFormat", "FloatFields", "get_format", "format_limits", "to_bits", "split_bits",
+    "value_of_fields", "decode", "round_to", "draw_bit_layout", "ulp", "lost_in_addition",
+    "sequential_sum", "SUM_METHODS", "underflow_census", "dynamic_scale_update", "StaticLossScaler",
+    "DynamicLossScaler", "MasterWeights", "StepResult", "master_weights_step", "autocast_step",
+    "bytes_per_parameter_schemes", "matmul_seconds",
+]
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A binary floating-point format: 1 sign bit, ``exponent_bits``, ``mantissa_bits`` (stored, no hidden 1).
+
+    ``ieee_specials`` is False for fp8 e4m3 ("fn": finite, no infinities; only S.1111.111 is NaN).
+    ``dtype_name`` names the torch dtype, or None where torch has no storage type (tf32 is a math mode).
+    """
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+    dtype_name: str | None
+    ieee_specials: bool = True
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def bias(self) -> int:
+        return 2 ** (self.exponent_bits - 1) - 1
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The torch dtype, or None (tf32; fp8 on a torch that lacks it)."""
+        return getattr(torch, self.dtype_name, None) if self.dtype_name else None
+
+
+FORMATS: dict[str, FloatFormat] = {
+    "fp32": FloatFormat("fp32", 8, 23, "float32"),
+    "tf32": FloatFormat("tf32", 8, 10, None),
+    "fp16": FloatFormat("fp16", 5, 10, "float16"),
+    "bf16": FloatFormat("bf16", 8, 7, "bfloat16"),
+    "fp8_e4m3": FloatFormat("fp8_e4m3", 4, 3, "float8_e4m3fn", ieee_specials=False),
+    "fp8_e5m2": FloatFormat("fp8_e5m2", 5, 2, "float8_e5m2"),
+}
+
+
+def get_format(fmt: str | FloatFormat) -> FloatFormat:
+    """The ``FloatFormat`` called ``fmt`` (a clear error names the known ones)."""
+    if isinstance(fmt, FloatFormat):
+        return fmt
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ValueError(f"unknown float format {fmt!r}; expected one of {list(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def _storage_dtype(fmt: FloatFormat) -> torch.dtype:
+    dt = fmt.dtype
+    if dt is None:
+        why = "it is a matmul mode, not a storage type" if fmt.name == "tf32" else "this torch has no such dtype"
+        raise ValueError(f"format {fmt.name!r} has no torch dtype ({why})")
+    return dt
+
+
+def format_limits(fmt: str | FloatFormat) -> dict[str, float]:
+    """Max, smallest normal, smallest subnormal and machine epsilon of a format, from ``torch.finfo``.
+
+    ``torch.finfo`` has no field for the smallest subnormal: it is ``smallest_normal · eps``
+    (the last mantissa bit at the smallest exponent), i.e. ``2**(1 - bias - mantissa_bits)``.
+    tf32 has no dtype: its limits are those of fp32 with a 10-bit mantissa.
+    """
+    f = get_format(fmt)
+    if f.dtype is None and f.name == "tf32":
+        info = torch.finfo(torch.float32)
+        eps = 2.0 ** -f.mantissa_bits
+        return {"max": float(info.max), "min_normal": float(info.smallest_normal),
+                "min_subnormal": float(info.smallest_normal) * eps, "eps": eps, "bits": f.bits}
+    info = torch.finfo(_storage_dtype(f))
+    return {"max": float(info.max), "min_normal": float(info.smallest_normal),
+            "min_subnormal": float(info.smallest_normal) * float(info.eps), "eps": float(info.eps), "bits": f.bits}
+
+
+_INT_VIEW = {32: torch.int32, 16: torch.int16, 8: torch.uint8}
+
+
+def _round_fp32_bits_to_tf32(bits: int) -> int:
+    """Round an fp32 bit pattern to 10 mantissa bits, to nearest, ties to even (inf/NaN kept)."""
+    if (bits >> 23) & 0xFF == 0xFF:
+        return bits
+    drop = 23 - 10
+    lsb = (bits >> drop) & 1
+    bits = bits + (1 << (drop - 1)) - 1 + lsb
+    return bits & ~((1 << drop) - 1) & 0xFFFFFFFF
+
+
+def to_bits(x: float, fmt: str | FloatFormat) -> int:
+    """The bit pattern (an unsigned int of ``fmt.bits`` bits) of ``x`` rounded to the format.
+
+    Rounding is torch's own cast (to nearest, ties to even); tf32 keeps the fp32 layout, so its
+    pattern is given as the 19 bits 1+8+10 after rounding the fp32 mantissa.
+    """
+    f = get_format(fmt)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        raise TypeError(f"x must be a Python float or int, got {type(x).__name__}")
+    if f.name == "tf32":
+        b32 = int(torch.tensor([float(x)], dtype=torch.float32).view(torch.int32).item()) & 0xFFFFFFFF
+        return _round_fp32_bits_to_tf32(b32) >> 13
+    t = torch.tensor([float(x)], dtype=torch.float32).to(_storage_dtype(f))
+    raw = int(t.view(_INT_VIEW[f.bits]).item())
+    return raw & ((1 << f.bits) - 1)
+
+
+def split_bits(bits: int, fmt: str | FloatFormat) -> tuple[int, int, int]:
+    """(sign, biased exponent, stored mantissa) fields of a bit pattern."""
+    f = get_format(fmt)
+    if not isinstance(bits, int) or not 0 <= bits < (1 << f.bits):
+        raise ValueError(f"bits must be an int in [0, 2**{f.bits}) for {f.name}, got {bits!r}")
+    mantissa = bits & ((1 << f.mantissa_bits) - 1)
+    exponent = (bits >> f.mantissa_bits) & ((1 << f.exponent_bits) - 1)
+    sign = bits >> (f.bits - 1)
+    return sign, exponent, mantissa
+
+
+def _kind(exponent: int, mantissa: int, f: FloatFormat) -> str:
+    top = (1 << f.exponent_bits) - 1
+    if exponent == 0:
+        return "zero" if mantissa == 0 else "subnormal"
+    if exponent == top:
+        if f.ieee_specials:
+            return "inf" if mantissa == 0 else "nan"
+        if mantissa == (1 << f.mantissa_bits) - 1:
+            return "nan"
+    return "normal"
+
+
+def value_of_fields(sign: int, exponent: int, mantissa: int, fmt: str | FloatFormat) -> float:
+    """The number the fields encode: the formula of the chapter.
+
+    normal:    (-1)^s · 2^(e - bias) · (1 + m / 2^M)
+    subnormal: (-1)^s · 2^(1 - bias) · (m / 2^M)
+    """
+    f = get_format(fmt)
+    kind = _kind(exponent, mantissa, f)
+    s = -1.0 if sign else 1.0
+    if kind == "nan":
+        return math.nan
+    if kind == "inf":
+        return s * math.inf
+    frac = mantissa / 2 ** f.mantissa_bits
+    if kind in ("zero", "subnormal"):
+        return s * 2.0 ** (1 - f.bias) * frac
+    return s * 2.0 ** (exponent - f.bias) * (1.0 + frac)
+
+
+@dataclass(frozen=True)
+class FloatFields:
+    """A float as its format stores it (see ``decode``)."""
+
+    fmt: str
+    sign: int
+    exponent: int  # biased, as stored
+    mantissa: int  # stored bits, without the hidden 1
+    kind: str  # "normal", "subnormal", "zero", "inf" or "nan"
+    value: float  # the number these bits mean (x after rounding)
+    bitstring: str  # e.g. "0 01111 0000000000"
+
+    @property
+    def unbiased_exponent(self) -> int:
+        f = get_format(self.fmt)
+        return 1 - f.bias if self.kind in ("zero", "subnormal") else self.exponent - f.bias
+
+
+def decode(x: float, fmt: str | FloatFormat) -> FloatFields:
+    """Round ``x`` to ``fmt`` and show how the format stores it: sign, exponent and mantissa fields."""
+    f = get_format(fmt)
+    bits = to_bits(x, f)
+    sign, exponent, mantissa = split_bits(bits, f)
+    text = format(bits, f"0{f.bits}b")
+    bitstring = f"{text[0]} {text[1:1 + f.exponent_bits]} {text[1 + f.exponent_bits:]}"
+    return FloatFields(f.name, sign, exponent, mantissa, _kind(exponent, mantissa, f),
+                       value_of_fields(sign, exponent, mantissa, f), bitstring)
+
+
+def round_to(x: torch.Tensor, fmt: str | FloatFormat) -> torch.Tensor:
+    """``x`` (float32) rounded to ``fmt`` and returned as float32; tf32 is rounded bit by bit."""
+    f = get_format(fmt)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    x = x.to(torch.float32)
+    if f.name == "tf32":
+        bits = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+        special = ((bits >> 23) & 0xFF) == 0xFF
+        lsb = (bits >> 13) & 1
+        rounded = ((bits + 0xFFF + lsb) & ~0x1FFF) & 0xFFFFFFFF
+        rounded = torch.where(special, bits, rounded)
+        rounded = torch.where(rounded >= 2 ** 31, rounded - 2 ** 32, rounded)
+        return rounded.to(torch.int32).view(torch.float32)
+    return x.to(_storage_dtype(f)).to(torch.float32)
+
+
+_FIELD_COLORS = {"sign": "#CC79A7", "exponent": "#56B4E9", "mantissa": "#E69F00"}
+
+
+def draw_bit_layout(ax, formats: Sequence[str] = ("fp32", "tf32", "bf16", "fp16", "fp8_e5m2", "fp8_e4m3"),
+                    value: float | None = None) -> None:
+    """Draw each format as a row of bit cells (sign, exponent, mantissa), aligned at the sign bit.
+
+    With ``value``, every cell shows the bit of ``value`` rounded to that format.
+    """
+    from matplotlib.patches import Patch, Rectangle
+
+    fmts = [get_format(name) for name in formats]
+    for row, f in enumerate(fmts):
+        y = len(fmts) - 1 - row
+        bits = format(to_bits(value, f), f"0{f.bits}b") if value is not None else None
+        for i in range(f.bits):
+            field = "sign" if i == 0 else "exponent" if i <= f.exponent_bits else "mantissa"
+            ax.add_patch(Rectangle((i, y + 0.1), 0.92, 0.8, facecolor=_FIELD_COLORS[field], edgecolor="white"))
+            if bits is not None:
+                ax.text(i + 0.46, y + 0.5, bits[i], ha="center", va="center", fontsize=7)
+        ax.text(-0.6, y + 0.5, f.name, ha="right", va="center", fontsize=10)
+        ax.text(f.bits + 0.4, y + 0.5, f"1+{f.exponent_bits}+{f.mantissa_bits}", ha="left", va="center", fontsize=9)
+    ax.set_xlim(-6, 38)
+    ax.set_ylim(-0.2, len(fmts) + 0.1)
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_xticks([0, 8, 16, 24, 31])
+    ax.legend(handles=[Patch(color=_FIELD_COLORS[k], label=lab) for k, lab in
+                       (("sign", "знак"), ("exponent", "экспонента"), ("mantissa", "мантисса"))],
+              loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+
+
+# --------------------------------------------------------------------------- rounding
+
+
+def ulp(x: float, fmt: str | FloatFormat) -> float:
+    """The gap between ``x`` (rounded to ``fmt``) and the next representable number away from zero."""
+    f = get_format(fmt)
+    fields = decode(x, f)
+    if fields.kind in ("inf", "nan"):
+        raise ValueError(f"ulp of {x!r} is undefined in {f.name} (it is {fields.kind})")
+    return 2.0 ** (fields.unbiased_exponent - f.mantissa_bits)
+
+
+def lost_in_addition(weight: float, update: float, fmt: str | FloatFormat) -> bool:
+    """True when ``weight + update``, computed in ``fmt``, equals ``weight``: the update is lost."""
+    f = get_format(fmt)
+    dt = _storage_dtype(f)
+    w = torch.tensor([weight], dtype=dt)
+    return bool(((w + torch.tensor([update], dtype=dt)) == w).item())
+
+
+SUM_METHODS = ("naive", "kahan", "pairwise")
+
+
+def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naive") -> torch.Tensor:
+    """Sum ``values`` along dim 0 with every operation in ``dtype`` (``torch.sum`` would accumulate wider).
+
+    * ``naive``: s ← s + x_i, one term at a time (error grows like n·eps);
+    * ``kahan``: compensated summation (Kahan 1965): the rounding error of each addition is kept in
+      c and fed back, so the error stays O(eps) independent of n;
+    * ``pairwise``: add neighbours in a tree (error O(eps·log n)).
+
+    The trailing dims are independent sums, so many trials run at once.
+    """
+    if method not in SUM_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {SUM_METHODS}")
+    if not isinstance(values, torch.Tensor) or values.dim() == 0:
+        raise ValueError("values must be a tensor with at least one dimension (the one that is summed)")
+    x = values.to(dtype)
+    if method == "pairwise":
+        while x.shape[0] > 1:
+            if x.shape[0] % 2:
+                x = torch.cat([x, torch.zeros_like(x[:1])])
+            x = x[0::2] + x[1::2]
+        return x[0]
+    s = torch.zeros_like(x[0])
+    c = torch.zeros_like(x[0])
+    for xi in x:
+        if method == "naive":
+            s = s + xi
+        else:
+            y = xi - c
+            t = s + y
+            c = (t - s) - y
+            s = t
+    return s
+
+
+# --------------------------------------------------------------------------- loss scaling
+
+
+def underflow_census(grads: torch.Tensor | Iterable[torch.Tensor], scale: float = 1.0,
+                     dtype: torch.dtype = torch.float16) -> dict[str, float]:
+    """What happens to gradients ``g`` (fp32) when ``scale · g`` is stored in ``dtype``.
+
+    Returns the shares, among the non-zero gradients, that become zero (lost), subnormal
+    (kept with fewer significant bits), or overflow to inf; and the share that survives.
+    """
+    if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    g = grads if isinstance(grads, torch.Tensor) else torch.cat([t.reshape(-1) for t in grads])
+    g = g.detach().reshape(-1).to(torch.float64)
+    g = g[g != 0]
+    if g.numel() == 0:
+        raise ValueError("no non-zero gradients to count")
+    stored = (g * scale).to(dtype)
+    mag = stored.abs().to(torch.float64)
+    tiny = torch.finfo(dtype).smallest_normal
+    n = g.numel()
+    zero = (mag == 0).sum().item() / n
+    sub = ((mag > 0) & (mag < tiny)).sum().item() / n
+    inf = torch.isinf(mag).sum().item() / n
+    return {"zero": zero, "subnormal": sub, "overflow": inf, "kept": 1.0 - zero - inf}
+
+
+def dynamic_scale_update(scale: float, growth_tracker: int, found_inf: bool, growth_factor: float = 2.0,
+                         backoff_factor: float = 0.5, growth_interval: int = 2000) -> tuple[float, int]:
+    """The dynamic loss-scale rule (the one of ``torch.amp.GradScaler.update``), a pure function.
+
+    Overflow: the step was skipped; multiply the scale by ``backoff_factor`` and restart the count.
+    Otherwise count the clean step; after ``growth_interval`` clean steps in a row multiply the scale
+    by ``growth_factor`` (unless that overflows fp32) and restart the count.
+    Returns (new scale, new growth tracker). Scales are kept as fp32 numbers, as torch does.
+    """
+    if found_inf:
+        return float(torch.tensor(scale * backoff_factor, dtype=torch.float32)), 0
+    successful = growth_tracker + 1
+    if successful == growth_interval:
+        grown = float(torch.tensor(scale * growth_factor, dtype=torch.float32))
+        return (grown if math.isfinite(grown) else scale), 0
+    return scale, successful
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _found_inf(tensors: Iterable[torch.Tensor | None]) -> bool:
+    return any(not bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
+class StaticLossScaler:
+    """A constant loss scale S: backward of S·L, gradients divided by S before the update.
+
+    A step whose gradients overflow is skipped (as the dynamic scaler does), but S never changes.
+    """
+
+    def __init__(self, scale: float = 1.0) -> None:
+        _check_positive("scale", scale)
+        self.value = float(scale)
+        self.skipped = 0
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.value
+
+    def unscale_(self, grads: Iterable[torch.Tensor | None]) -> bool:
+        """Divide the gradients in place by the scale; return True when some of them is inf/NaN."""
+        grads = [g for g in grads if g is not None]
+        found = _found_inf(grads)
+        inv = 1.0 / self.value
+        for g in grads:
+            g.mul_(inv)
+        return found
+
+    def update(self, found_inf: bool) -> None:
+        self.skipped += int(found_inf)
+
+
+class DynamicLossScaler(StaticLossScaler):
+    """Dynamic loss scaling (Micikevicius et al. 2018; the defaults of ``torch.amp.GradScaler``).
+
+    Start high (2^16); on overflow skip the step and halve; after ``growth_interval`` clean steps double.
+    """
+
+    def __init__(self, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000) -> None:
+        super().__init__(init_scale)
+        _check_positive("growth_factor", growth_factor)
+        _check_positive("backoff_factor", backoff_factor)
+        if growth_factor <= 1.0:
+            raise ValueError(f"growth_factor must be > 1, got {growth_factor!r}")
+        if backoff_factor >= 1.0:
+            raise ValueError(f"backoff_factor must be < 1, got {backoff_factor!r}")
+        if isinstance(growth_interval, bool) or not isinstance(growth_interval, int) or growth_interval < 1:
+            raise ValueError(f"growth_interval must be a positive int, got {growth_interval!r}")
+        self.growth_factor = float(growth_factor)
+        self.backoff_factor = float(backoff_factor)
+        self.growth_interval = growth_interval
+        self.growth_tracker = 0
+
+    def update(self, found_inf: bool) -> None:
+        super().update(found_inf)
+        self.value, self.growth_tracker = dynamic_scale_update(
+            self.value, self.growth_tracker, found_inf, self.growth_factor, self.backoff_factor, self.growth_interval)
+
+
+# --------------------------------------------------------------------------- master weights
+
+_LOW = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _low_dtype(precision: str) -> torch.dtype:
+    if precision not in _LOW:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(_LOW)}")
+    return _LOW[precision]
+
+
+class MasterWeights:
+    """fp32 master weights and a low-precision working copy of a model (Micikevicius et al. 2018).
+
+    The optimizer owns the fp32 parameters of ``model``; forward and backward run on ``work``, a
+    copy in fp16/bf16 refreshed from the master before every step. Its gradients are converted to
+    fp32, unscaled, and handed to the master parameters.
+    """
+
+    def __init__(self, model: nn.Module, precision: str = "fp16") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.dtype = _low_dtype(precision)
+        self.master = model.float()
+        self.work = copy.deepcopy(model).to(self.dtype)
+        self._pairs = list(zip(self.master.parameters(), self.work.parameters()))
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Work copy ← master weights rounded to the low precision."""
+        for master, work in self._pairs:
+            work.copy_(master)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass in low precision; the output is returned in fp32 for the loss."""
+        return self.work(x.to(self.dtype)).float()
+
+    def zero_share(self) -> float:
+        """Share of the working copy's gradient entries that are exactly zero."""
+        grads = [w.grad for _, w in self._pairs if w.grad is not None]
+        total = sum(g.numel() for g in grads)
+        return sum(int((g == 0).sum()) for g in grads) / max(total, 1)
+
+    @torch.no_grad()
+    def grads_to_master(self) -> None:
+        """master.grad ← fp32 copy of work.grad (still scaled); the work gradients are cleared."""
+        for master, work in self._pairs:
+            master.grad = None if work.grad is None else work.grad.float()
+            work.grad = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # the unscaled loss of this step
+    skipped: bool  # the update was skipped because a gradient overflowed
+    scale: float  # the loss scale used in this step
+    zero_share: float  # share of low-precision gradient entries that are exactly zero
+
+
+def master_weights_step(mw: MasterWeights, optimizer: torch.optim.Optimizer,
+                        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        x: torch.Tensor, y: torch.Tensor, scaler: StaticLossScaler | None = None) -> StepResult:
+    """One step of mixed-precision training by hand.
+
+    fp32 master → fp16/bf16 copy → forward (loss in fp32) → backward of S·L in low precision →
+    gradients to fp32 → divide by S → skip on inf/NaN, else the optimizer updates the fp32 master.
+    """
+    scaler = scaler or StaticLossScaler(1.0)
+    scale = scaler.value
+    mw.sync()
+    loss = loss_fn(mw.forward(x), y)
+    scaler.scale(loss).backward()
+    zeros = mw.zero_share()
+    mw.grads_to_master()
+    found_inf = scaler.unscale_(p.grad for p in mw.master.parameters())
+    if not found_inf:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.update(found_inf)
+    return StepResult(float(loss.detach()), found_inf, scale, zeros)
+
+
+def autocast_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  precision: str = "bf16", scaler: "torch.amp.GradScaler | None" = None) -> float:
+    """The library twin of ``master_weights_step``: ``torch.amp.autocast`` (+ ``GradScaler`` for fp16).
+
+    The model stays in fp32 (its parameters are the master weights); autocast casts to low precision
+    inside the ops that profit from it (matmuls) and keeps reductions such as the loss in fp32.
+    """
+    dtype = _low_dtype(precision)
+    with torch.autocast(device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = loss_fn(model(x).float(), y)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+# --------------------------------------------------------------------------- memory and speed
+
+
+def bytes_per_parameter_schemes() -> dict[str, dict[str, int]]:
+    """Bytes per parameter of model states when training with Adam, by precision scheme.
+
+    Mixed precision (Micikevicius et al.; ZeRO, arXiv 1910.02054): fp16 weights 2 + fp16 gradients 2
+    + fp32 master weights 4 + fp32 Adam moments 4 + 4 = 16 bytes, as much as pure fp32 (4+4+8):
+    the saving is in the activations and in speed, not in the model states.
+    """
+    return {
+        "fp32": {"weights": 4, "grads": 4, "master": 0, "adam_m": 4, "adam_v": 4},
+        "mixed fp16/bf16 + fp32 master": {"weights": 2, "grads": 2, "master": 4, "adam_m": 4, "adam_v": 4},
+        "pure bf16": {"weights": 2, "grads": 2, "master": 0, "adam_m": 2, "adam_v": 2},
+    }
+
+
+def matmul_seconds(n: int, dtype: torch.dtype, device: torch.device | str = "cpu", tf32: bool = False,
+                   repeats: int = 5) -> float:
+    """Median wall time of one n×n @ n×n matmul (``tf32`` switches CUDA's TF32 matmul mode for the call)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    try:
+        times = []
+        for i in range(repeats + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i:  # the first call warms up
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    times.sort()
+    return times[len(times) // 2]
