@@ -101,3 +101,22 @@ def test_bad_input():
         gc.optimal_step(0.0)
     with pytest.raises(ValueError, match="f''' = 0"):
         gc.optimal_step(1e-16, third_derivative=0.0)
+
+
+def test_gradcheck_param_on_our_mlp_float64_and_float32():
+    from nntrain import autograd as ag
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
+    errors = {}
+    for dtype, h in ((np.float64, 1e-6), (np.float32, 1e-3)):
+        net = ag.MLP([5, 4, 3], np.random.default_rng(0), activation="tanh", dtype=dtype)
+        w = net.layers[0].W
+        before = w.data.copy()
+        result = gc.gradcheck_param(lambda: ag.cross_entropy(net(ag.tensor(x, dtype=dtype)), y), w, h=h)
+        np.testing.assert_array_equal(w.data, before)
+        assert w.grad is None
+        errors[dtype] = result.error
+    assert errors[np.float64] < 1e-8 < 1e-5 < errors[np.float32] < 1e-1
+    with pytest.raises(ValueError, match="requires_grad"):
+        gc.gradcheck_param(lambda: None, ag.tensor(1.0))

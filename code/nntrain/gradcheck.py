@@ -121,3 +121,28 @@ def optimal_step(eps: float, f_value: float = 1.0, third_derivative: float = 1.0
     if third_derivative == 0:
         raise ValueError("f''' = 0: truncation error vanishes and no finite optimum exists")
     return float((3 * eps * max(abs(f_value), 1e-300) / abs(third_derivative)) ** (1 / 3))
+
+
+def gradcheck_param(loss_fn: Callable[[], "object"], param, h: float = 1e-6, tol: float = 1e-7) -> GradcheckResult:
+    """Check the gradient that our autograd gives for one parameter tensor of a model.
+
+    ``loss_fn()`` builds the loss (an :class:`nntrain.autograd.Tensor`) from scratch; ``param`` is a
+    leaf tensor it uses. The analytic gradient comes from ``loss_fn().backward()``, the numeric one
+    from perturbing ``param.data`` in place (restored afterwards). Arithmetic in ``param``'s dtype.
+    """
+    if not getattr(param, "requires_grad", False):
+        raise ValueError("param must be a leaf Tensor with requires_grad=True")
+    param.grad = None
+    loss_fn().backward()
+    analytic = param.grad.copy()
+    param.grad = None
+    original = param.data
+
+    def f(w: np.ndarray) -> float:
+        param.data = w
+        return float(loss_fn().data)
+
+    try:
+        return gradcheck(f, analytic, original, h=h, tol=tol)
+    finally:
+        param.data = original
