@@ -116,6 +116,10 @@ def test_sequential_sums():
     exact = u.sum(0)
     for method in P.SUM_METHODS:
         assert torch.allclose(P.sequential_sum(u, torch.float64, method), exact, rtol=1e-12)
+    path = P.sequential_sum(x[:100], torch.float32, "kahan", running=True)
+    assert path.shape == (100, 3) and torch.equal(path[-1], P.sequential_sum(x[:100], torch.float32, "kahan"))
+    with pytest.raises(ValueError, match="running"):
+        P.sequential_sum(x, torch.float16, "pairwise", running=True)
     err = {m: float((P.sequential_sum(u, torch.float16, m).double() - exact).abs().max()) for m in P.SUM_METHODS}
     assert err["kahan"] < err["naive"] and err["pairwise"] < err["naive"]
 
@@ -251,11 +255,15 @@ def test_tiny_gradients_vanish_without_scaling_and_survive_with_it():
     assert shares[1.0] > 0.9 and shares[2.0 ** 16] < 0.2
 
 
-def test_bytes_per_parameter():
-    schemes = P.bytes_per_parameter_schemes()
-    assert sum(schemes["fp32"].values()) == 16
-    assert sum(schemes["mixed fp16/bf16 + fp32 master"].values()) == 16
-    assert sum(schemes["pure bf16"].values()) == 8
+def test_train_master_weights_loss_weight_is_exact_in_fp32():
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(64, 12, generator=g), torch.randint(0, 4, (64,), generator=g)
+    a, ha = P.train_master_weights(_mlp(4), x, y, steps=8, precision="fp32", batch_size=16)
+    b, hb = P.train_master_weights(_mlp(4), x, y, steps=8, precision="fp32", batch_size=16, loss_weight=2.0 ** -16)
+    assert ha["loss"] == hb["loss"]
+    assert all(torch.equal(p, q) for p, q in zip(a.master.parameters(), b.master.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        P.train_master_weights(_mlp(4), x, y, steps=0)
 
 
 def test_matmul_seconds_runs():

@@ -11,7 +11,7 @@ What is here, in the order the chapter teaches it:
   ``StaticLossScaler``, ``DynamicLossScaler`` and its pure rule ``dynamic_scale_update``;
 * master weights (Micikevicius et al. 2018): ``MasterWeights``, ``master_weights_step`` and its
   library twin ``autocast_step`` (``torch.amp``);
-* memory and speed: ``bytes_per_parameter_schemes``, ``matmul_seconds``.
+* speed: ``matmul_seconds`` (bytes per parameter live in ``nntrain.memory.bytes_per_parameter``).
 
 The functional core works on plain numbers and tensors; the classes are thin wrappers around it.
 """
@@ -32,7 +32,8 @@ __all__ = [
     "value_of_fields", "decode", "round_to", "draw_bit_layout", "ulp", "lost_in_addition",
     "sequential_sum", "SUM_METHODS", "underflow_census", "dynamic_scale_update", "StaticLossScaler",
     "DynamicLossScaler", "MasterWeights", "StepResult", "master_weights_step", "autocast_step",
-    "bytes_per_parameter_schemes", "matmul_seconds",
+    "train_master_weights",
+    "matmul_seconds",
 ]
 
 
@@ -287,7 +288,8 @@ def lost_in_addition(weight: float, update: float, fmt: str | FloatFormat) -> bo
 SUM_METHODS = ("naive", "kahan", "pairwise")
 
 
-def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naive") -> torch.Tensor:
+def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naive",
+                   running: bool = False) -> torch.Tensor:
     """Sum ``values`` along dim 0 with every operation in ``dtype`` (``torch.sum`` would accumulate wider).
 
     * ``naive``: s ← s + x_i, one term at a time (error grows like n·eps);
@@ -295,10 +297,13 @@ def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naiv
       c and fed back, so the error stays O(eps) independent of n;
     * ``pairwise``: add neighbours in a tree (error O(eps·log n)).
 
-    The trailing dims are independent sums, so many trials run at once.
+    The trailing dims are independent sums, so many trials run at once. ``running=True`` returns
+    every partial sum (shape of ``values``) instead of the last one (not for ``pairwise``).
     """
     if method not in SUM_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {SUM_METHODS}")
+    if running and method == "pairwise":
+        raise ValueError("running partial sums exist only for 'naive' and 'kahan', not for 'pairwise'")
     if not isinstance(values, torch.Tensor) or values.dim() == 0:
         raise ValueError("values must be a tensor with at least one dimension (the one that is summed)")
     x = values.to(dtype)
@@ -310,6 +315,7 @@ def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naiv
         return x[0]
     s = torch.zeros_like(x[0])
     c = torch.zeros_like(x[0])
+    partial = []
     for xi in x:
         if method == "naive":
             s = s + xi
@@ -318,7 +324,9 @@ def sequential_sum(values: torch.Tensor, dtype: torch.dtype, method: str = "naiv
             t = s + y
             c = (t - s) - y
             s = t
-    return s
+        if running:
+            partial.append(s)
+    return torch.stack(partial) if running else s
 
 
 # --------------------------------------------------------------------------- loss scaling
@@ -534,21 +542,43 @@ def autocast_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     return float(loss.detach())
 
 
-# --------------------------------------------------------------------------- memory and speed
+def train_master_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, precision: str = "fp16",
+                         scaler: StaticLossScaler | None = None, lr: float = 0.05, momentum: float = 0.9,
+                         batch_size: int = 64, loss_weight: float = 1.0, seed: int = 0,
+                         progress: bool = False) -> tuple[MasterWeights, dict[str, list]]:
+    """Train a classifier with SGD + momentum through ``master_weights_step``; return it and its history.
 
-
-def bytes_per_parameter_schemes() -> dict[str, dict[str, int]]:
-    """Bytes per parameter of model states when training with Adam, by precision scheme.
-
-    Mixed precision (Micikevicius et al.; ZeRO, arXiv 1910.02054): fp16 weights 2 + fp16 gradients 2
-    + fp32 master weights 4 + fp32 Adam moments 4 + 4 = 16 bytes, as much as pure fp32 (4+4+8):
-    the saving is in the activations and in speed, not in the model states.
+    ``loss_weight`` c multiplies the cross-entropy and divides the step size (lr / c). For c a power
+    of two this changes nothing in fp32 (both scalings are exact), but it moves every gradient
+    log2(c) binades down the exponent scale: the way a larger model's small gradients look.
     """
-    return {
-        "fp32": {"weights": 4, "grads": 4, "master": 0, "adam_m": 4, "adam_v": 4},
-        "mixed fp16/bf16 + fp32 master": {"weights": 2, "grads": 2, "master": 4, "adam_m": 4, "adam_v": 4},
-        "pure bf16": {"weights": 2, "grads": 2, "master": 0, "adam_m": 2, "adam_v": 2},
-    }
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    _check_positive("loss_weight", loss_weight)
+    mw = MasterWeights(model, precision)
+    opt = torch.optim.SGD(mw.master.parameters(), lr=lr / loss_weight, momentum=momentum)
+    gen = torch.Generator().manual_seed(seed)
+    scaler = scaler or StaticLossScaler(1.0)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss_weight * nn.functional.cross_entropy(out, target)
+
+    history: dict[str, list] = {"loss": [], "skipped": [], "scale": [], "zero_share": []}
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=f"{precision}, {type(scaler).__name__}", leave=False)
+    for _ in it:
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen).to(x.device)
+        r = master_weights_step(mw, opt, loss_fn, x[idx], y[idx], scaler)
+        history["loss"].append(r.loss / loss_weight)
+        history["skipped"].append(r.skipped)
+        history["scale"].append(r.scale)
+        history["zero_share"].append(r.zero_share)
+    return mw, history
+
+
+# --------------------------------------------------------------------------- speed
 
 
 def matmul_seconds(n: int, dtype: torch.dtype, device: torch.device | str = "cpu", tf32: bool = False,
