@@ -567,7 +567,7 @@ def train_master_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ste
     it = range(steps)
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"{precision}, {type(scaler).__name__}", leave=False)
+        it = tqdm(it, desc=f"{precision}, S={scaler.value:g}", leave=False)
     for _ in it:
         idx = torch.randint(0, len(x), (batch_size,), generator=gen).to(x.device)
         r = master_weights_step(mw, opt, loss_fn, x[idx], y[idx], scaler)
