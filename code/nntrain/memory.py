@@ -21,6 +21,7 @@ Command line: ``python -m nntrain.memory --model gpt2-xl --batch 32 --seq 1024 -
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -623,6 +624,13 @@ def _param_shapes(model: nn.Module) -> list[tuple[int, ...]]:
     return [tuple(p.shape) for p in model.parameters() if p.requires_grad]
 
 
+@functools.lru_cache(maxsize=64)
+def _config_params(cfg: Union[GPTConfig, LlamaConfig]) -> tuple[int, tuple[tuple[int, ...], ...]]:
+    """Parameter count and shapes of a config, from a model built on ``meta`` (cached: configs are frozen)."""
+    net = build(cfg, device="meta")
+    return count_params(net, trainable_only=True), tuple(_param_shapes(net))
+
+
 def ledger(
     model: ModelLike,
     optimizer: str = "adam",
@@ -657,11 +665,12 @@ def ledger(
         _choice("model", model, PRESETS)
         model = PRESETS[model]
     cfg = model.config if isinstance(model, (GPT, Llama)) else model
-    net = build(cfg, device="meta") if isinstance(cfg, (GPTConfig, LlamaConfig)) else model
-    if not isinstance(net, nn.Module):
+    if isinstance(cfg, (GPTConfig, LlamaConfig)):
+        n, shapes = _config_params(cfg)
+    elif isinstance(model, nn.Module):
+        n, shapes = count_params(model, trainable_only=True), _param_shapes(model)
+    else:
         raise TypeError(f"model must be a preset name, a GPTConfig/LlamaConfig or an nn.Module, got {name}")
-    n = count_params(net, trainable_only=True)
-    shapes = _param_shapes(net)
 
     if isinstance(cfg, GPTConfig):
         seq = cfg.block_size if seq is None else seq
@@ -677,7 +686,7 @@ def ledger(
         else:
             if checkpointing != "none":
                 raise ValueError("checkpointing is modelled for GPT configs only")
-            terms = {"saved by modules (rules)": estimate_activation_bytes(net, example_input, p.activations, target)}
+            terms = {"saved by modules (rules)": estimate_activation_bytes(model, example_input, p.activations, target)}
     return Ledger(
         model=name, n_params=n, optimizer=optimizer, precision=precision, batch=batch, seq=seq,
         weights=p.weights * n, grads=p.grads * n, master=p.master * n,
