@@ -238,3 +238,35 @@ def test_update_rms_matches_shape_scaling():
         upd = muon_update(_matrix(rows, cols), torch.zeros(rows, cols, dtype=torch.float64), method="svd",
                           shape_scaling="match_rms_adamw")
         assert abs(upd.direction.pow(2).mean().sqrt().item() - 0.2) < 1e-9
+
+
+# --------------------------------------------------------------------------- norms and LMOs (nntrain.norms)
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "linf", "spectral", "frobenius", "nuclear"])
+def test_lmo_identity_and_optimality(kind):
+    from nntrain.norms import dual_norm, lmo, norm
+
+    g = _matrix(6, 4, seed=3)
+    d = lmo(g, kind)
+    torch.testing.assert_close(norm(d, kind), torch.tensor(1.0, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close((g * d).sum(), -dual_norm(g, kind), atol=1e-12, rtol=0)
+    t = torch.randn(300, 6, 4, dtype=torch.float64)
+    values = torch.stack([(g * (x / norm(x, kind))).sum() for x in t])
+    assert (values >= (g * d).sum() - 1e-12).all()
+
+
+def test_norm_helpers_errors_and_steps():
+    from nntrain.norms import lmo, steepest_descent_step, unit_sphere_2d
+
+    g = torch.tensor([3.0, -1.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(steepest_descent_step(g, "l2", 0.1), -0.1 * g)
+    torch.testing.assert_close(steepest_descent_step(g, "linf", 0.1, normalized=True), -0.1 * g.sign())
+    x, y = unit_sphere_2d("l1")
+    torch.testing.assert_close(x.abs() + y.abs(), torch.ones_like(x))
+    with pytest.raises(ValueError, match="unknown norm"):
+        lmo(g, "l3")
+    with pytest.raises(ValueError, match="matrices"):
+        lmo(g, "spectral")
+    with pytest.raises(ValueError, match="zero gradient"):
+        lmo(torch.zeros(3), "l2")
