@@ -335,3 +335,21 @@ def test_graph_drawing_places_every_node_once():
     assert len(boxes) == 11
     with pytest.raises(TypeError, match="Tensor"):
         graphplot.draw_graph(np.ones(3))
+
+
+def test_random_program_check_catches_a_broken_rule(monkeypatch):
+    original = ag._RULES["sigmoid"]
+
+    def slightly_wrong(xs, params):
+        out, vjp, saved = original.rule(xs, params)
+        return out, (lambda g: (vjp(g)[0] * (1 + 1e-5),)), saved
+
+    monkeypatch.setitem(ag._RULES, "sigmoid", ag.OpRule(1, slightly_wrong))
+    rng = np.random.default_rng(0)
+    caught = used = 0
+    for _ in range(60):
+        program = ag.random_program(rng, n_ops=20)
+        if "sigmoid" in program.ops_used():
+            used += 1
+            caught += not ag.check_against_torch(program, ag.random_inputs(program, rng)).ok
+    assert used >= 10 and caught >= used // 2, (caught, used)
