@@ -181,9 +181,9 @@ def test_saved_bytes_grow_linearly_with_batch():
     # parameters are saved too (matmul keeps W): the part that does not grow with the batch
     params = sum(p.data.nbytes for p in model.parameters() if p.ndim == 2)
     assert sizes[0] - (sizes[1] - sizes[0]) == params
-    # without them: input, per hidden layer a float64 output and a bool mask, the softmax
+    # without them: input, per hidden layer a float64 output and a bool mask, the softmax, the labels
     acts = ag.saved_bytes(loss, exclude=model.parameters())
-    assert acts == 40 * (8 * (8 + 16 + 16 + 4) + 2 * 16)
+    assert acts == 40 * (8 * (8 + 16 + 16 + 4) + 2 * 16 + 8)
 
 
 def test_mlp_matches_torch_twin():

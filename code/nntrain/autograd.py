@@ -233,7 +233,7 @@ def _cross_entropy(xs, p):
         delta[np.arange(batch), y] -= 1.0
         return (g * delta / batch,)
 
-    return np.asarray(out), vjp, (probs,)
+    return np.asarray(out), vjp, (probs, y)
 
 
 @dataclass(frozen=True)
