@@ -53,7 +53,7 @@ def sample_batches(n: int, batch_size: int, draws: int, replace: bool,
     """``draws`` independent mini-batches of indices in ``range(n)``: a (draws, batch_size) LongTensor.
 
     With ``replace`` every index is uniform and independent; without, each row is a uniformly random
-    subset of distinct indices (the first ``batch_size`` entries of a random permutation).
+    subset of distinct indices (in random order).
     """
     n, batch_size, draws = (_check_positive_int(k, v) for k, v in (("n", n), ("batch_size", batch_size), ("draws", draws)))
     g = _generator(generator)
@@ -61,7 +61,8 @@ def sample_batches(n: int, batch_size: int, draws: int, replace: bool,
         return torch.randint(0, n, (draws, batch_size), generator=g)
     if batch_size > n:
         raise ValueError(f"cannot draw {batch_size} distinct examples out of {n} without replacement")
-    return torch.rand(draws, n, generator=g).argsort(dim=1)[:, :batch_size]
+    # the positions of the B largest of n i.i.d. uniforms form a uniformly random B-subset
+    return torch.rand(draws, n, generator=g).topk(batch_size, dim=1).indices
 
 
 def index_schedule(n: int, batch_size: int, steps: int, scheme: str,
