@@ -570,16 +570,21 @@ def run_program(program: Program, inputs: Sequence, backend: str = "nntrain"):
     return values
 
 
-# Ops that need a guard so that random values stay in their domain and of moderate size.
+# The kinds of random instructions ("permute" is reshape followed by transpose).
 _UNARY = ("neg", "pow", "exp", "log", "relu", "sigmoid", "tanh", "sum", "mean", "log_softmax", "permute")
 _BINARY = ("add", "sub", "mul", "div", "matmul")
+
+
+def _fits(shape: tuple[int, ...], full: tuple[int, ...]) -> bool:
+    """True if ``shape`` broadcasts to exactly ``full`` (so it combines with any other value)."""
+    return _broadcastable(shape, full) and np.broadcast_shapes(shape, full) == full
 
 
 def random_program(rng: np.random.Generator, n_ops: int = 12, m: int = 3, n: int = 4,
                    with_cross_entropy: bool = True) -> Program:
     """A random expression graph over inputs of shapes (m, n), (m, n), (1, n), (n,), (m, 1), (n, n).
 
-    Every value broadcasts to (m, n), so any two can be combined; operands are drawn with a bias
+    ``n_ops`` random operations are drawn (the program is longer: guards, the loss). Every value broadcasts to (m, n), so any two can be combined; operands are drawn with a bias
     towards recent values (deep graphs) and often reuse a value (gradient accumulation).
     Domain guards keep values finite: ``log`` and ``div`` act on ``x² + 1``, ``exp`` on ``tanh x``.
     The loss is Σ sum(v · R) over the values nothing else consumed (so that no operation is a
@@ -599,24 +604,24 @@ def random_program(rng: np.random.Generator, n_ops: int = 12, m: int = 3, n: int
         return len(values_shapes) - 1
 
     values_shapes = list(shapes)
-    weight = 5  # index of the (n, n) matrix
+    weight = 5  # index of the (n, n) matrix: only matmul uses it
+    ones_idx = emit("exp", (emit("mul", (0, emit("sub", (0, 0)))),))  # exp(0·x0) = 1, shape (m, n)
+    constants = [ones_idx - 2, ones_idx - 1, ones_idx]  # 0, 0 and 1: their gradients cancel exactly
 
     def pick() -> int:
         k = len(values_shapes)
         # recent values are more likely: a deep chain with occasional reuse
         p = np.arange(1, k + 1, dtype=float) ** 2
         p[weight] = 0.0
-        p[constants] = 0.0  # 0 and 1 built from x0 - x0: their gradients cancel exactly, useless to test
+        p[constants] = 0.0
         for i, s in enumerate(values_shapes):  # e.g. the (n, m) inside "permute"
-            if not _broadcastable(s, full) or np.broadcast_shapes(s, full) != full:
+            if not _fits(s, full):
                 p[i] = 0.0
         return int(rng.choice(k, p=p / p.sum()))
 
     def square_plus_one(i):
         return emit("add", (emit("mul", (i, i)), ones_idx))
 
-    ones_idx = emit("exp", (emit("mul", (0, emit("sub", (0, 0)))),))  # exp(0·x0) = 1, shape (m, n)
-    constants = [ones_idx - 2, ones_idx - 1, ones_idx]
     for _ in range(n_ops):
         kind = rng.choice(_UNARY + _BINARY)
         a = pick()
@@ -654,8 +659,7 @@ def random_program(rng: np.random.Generator, n_ops: int = 12, m: int = 3, n: int
     last = len(values_shapes) - 1
     used = {a for ins in prog.instructions for a in ins.args}
     # every value that nothing consumed (a dead end) feeds the loss, so every operation matters
-    sinks = [i for i in range(len(shapes), last) if i not in used and _broadcastable(values_shapes[i], full)
-             and np.broadcast_shapes(values_shapes[i], full) == full] + [last]
+    sinks = [i for i in range(len(shapes), last) if i not in used and _fits(values_shapes[i], full)] + [last]
     r = emit("tanh", (emit("add", (1, 2)),))  # a fixed "random" weighting R built from the inputs
     loss = emit("sum", (emit("mul", (last, r)),), axis=None, keepdims=False)
     for i in sinks[:-1]:
