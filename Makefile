@@ -22,8 +22,9 @@ book: $(STAMP)
 	TQDM_DISABLE=1 $(BIN)/jupyter-book build . --all -W -n --keep-going
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
+# Two pytest workers share the cores: one torch thread each (more would only contend).
 test: $(STAMP)
-	NNTRAIN_QUICK=1 TQDM_DISABLE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
+	NNTRAIN_QUICK=1 TQDM_DISABLE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
 	    tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 

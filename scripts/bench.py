@@ -53,7 +53,7 @@ def bench_build() -> None:
 def bench_module(name: str) -> None:
     """Run ``scripts/bench_<name>.py``'s ``main()``."""
     print(f"--- scripts/bench_{name}.py")
-    importlib.import_module(f"bench_{name}").main()
+    importlib.import_module(f"bench_{name}").main([])
 
 def package_benchmarks() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))

@@ -72,6 +72,13 @@ def set_bootstrap(nb) -> None:
     cell.outputs = []
 
 
+def _is_progress_output(out) -> bool:
+    """A tqdm bar: an ipywidget display, or a stderr stream of carriage-return updates."""
+    if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+        return True
+    return out.get("output_type") == "stream" and out.get("name") == "stderr" and re.search(r"\d+%\|", out.get("text", "")) is not None
+
+
 def drop_empty_cells(nb) -> None:
     """Remove cells with no source: an empty code cell would never get an execution count."""
     nb.cells = [c for c in nb.cells if c.source.strip()]
@@ -90,9 +97,7 @@ def clean(nb) -> None:
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
             continue
-        for out in cell.outputs:
-            if out.get("output_type") in ("display_data", "execute_result"):
-                out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+        cell.outputs = [out for out in cell.outputs if not _is_progress_output(out)]
 
 
 def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
@@ -104,7 +109,7 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
     drop_empty_cells(nb)
     env_backup = dict(os.environ)
     os.environ["NNTRAIN_QUICK"] = "1" if quick else "0"
-    os.environ.setdefault("TQDM_MININTERVAL", "5")
+    os.environ["TQDM_DISABLE"] = "1"  # a progress bar frozen in a published page says nothing
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     start = time.perf_counter()
     try:

@@ -1,8 +1,16 @@
 """nntrain: the code of the course book «Обучение нейронных сетей с математической точки зрения».
 
 Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on demand):
-``data`` (datasets), ``plot`` (the book's figure style), ``autograd`` (reverse mode from scratch,
-chapter 1), ``gradcheck`` (finite differences), ``measure`` (FLOPs, saved tensors, timing).
+
+* ``runtime`` — device, seeds, quick mode (``NNTRAIN_QUICK``), the environment line; ``data`` — datasets;
+  ``plot`` — the book's figure style, contours and trajectories; ``models`` — MLP, GPT-2, Llama-like;
+* chapter 1: ``autograd`` (reverse mode from scratch), ``gradcheck`` (finite differences),
+  ``measure`` (FLOPs, forward vs reverse mode, timing), ``graphplot`` (computational graphs);
+* chapter 2: ``optim`` (SGD, AdamW; Muon for chapter 8), ``functions`` (2-D test functions),
+  ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise);
+* chapter 3: ``memory`` (saved tensors, bytes per parameter, the memory ledger, ``python -m nntrain.memory``);
+* chapter 7: ``precision`` (float formats, Kahan sums, loss scaling, master weights);
+* chapter 8: ``norms`` (norms, dual norms, LMOs) and ``optim.muon``.
 """
 
 from .runtime import QUICK_ENV, device, env_info, is_quick, pick, seed_everything, setup
