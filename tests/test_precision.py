@@ -272,6 +272,31 @@ def test_matmul_seconds_runs():
         P.matmul_seconds(0, torch.float32)
 
 
+def test_tf32_matmul_restores_the_flags():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with P.tf32_matmul(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(RuntimeError), P.tf32_matmul(True):
+        raise RuntimeError("boom")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.mark.parametrize("mode", P.TIMING_MODES)
+def test_train_step_seconds_trains_in_every_mode(mode):
+    model = _mlp(0)
+    x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
+    w0 = [p.detach().clone() for p in model.parameters()]
+    sec = P.train_step_seconds(model, lambda m: nn.functional.cross_entropy(m(x).float(), y), mode,
+                               repeats=2, warmup=1, lr=1e-2)
+    assert sec > 0
+    assert any(not torch.equal(a, b) for a, b in zip(w0, model.parameters()))  # the steps really updated
+    with pytest.raises(ValueError, match="expected one of"):
+        P.train_step_seconds(model, lambda m: m(x).sum(), "fp64")
+    with pytest.raises(TypeError, match="nn.Module"):
+        P.train_step_seconds(lambda t: t, lambda m: m(x).sum(), mode)
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -11,7 +11,7 @@ What is here, in the order the chapter teaches it:
   ``StaticLossScaler``, ``DynamicLossScaler`` and its pure rule ``dynamic_scale_update``;
 * master weights (Micikevicius et al. 2018): ``MasterWeights``, ``master_weights_step`` and its
   library twin ``autocast_step`` (``torch.amp``);
-* speed: ``matmul_seconds`` (bytes per parameter live in ``nntrain.memory.bytes_per_parameter``).
+* speed: ``matmul_seconds``, ``train_step_seconds`` in fp32 / TF32 / bf16 / fp16, ``tf32_matmul`` (bytes per parameter live in ``nntrain.memory.bytes_per_parameter``).
 
 The functional core works on plain numbers and tensors; the classes are thin wrappers around it.
 """
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ __all__ = [
     "sequential_sum", "SUM_METHODS", "underflow_census", "dynamic_scale_update", "StaticLossScaler",
     "DynamicLossScaler", "MasterWeights", "StepResult", "master_weights_step", "autocast_step",
     "train_master_weights",
-    "matmul_seconds",
+    "matmul_seconds", "TIMING_MODES", "tf32_matmul", "train_step_seconds",
 ]
 
 
@@ -411,7 +411,7 @@ class StaticLossScaler:
 
 
 class DynamicLossScaler(StaticLossScaler):
-    """Dynamic loss scaling (Micikevicius et al. 2018; the defaults of ``torch.amp.GradScaler``).
+    """Dynamic loss scaling (NVIDIA's mixed-precision recipe; the defaults of ``torch.amp.GradScaler``).
 
     Start high (2^16); on overflow skip the step and halve; after ``growth_interval`` clean steps double.
     """
@@ -580,29 +580,80 @@ def train_master_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ste
 
 # --------------------------------------------------------------------------- speed
 
+TIMING_MODES = ("fp32", "tf32", "bf16", "fp16")
+
+
+@contextmanager
+def tf32_matmul(enabled: bool) -> Iterator[None]:
+    """Switch CUDA's TF32 mode for matmuls and convolutions inside the block, then restore it.
+
+    TF32 is a math mode, not a dtype (chapter 7): fp32 tensors stay fp32, but tensor cores round the
+    matmul inputs to 10 mantissa bits. The flags are process-wide, so a timing must not leak them.
+    """
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in TIMING_MODES:
+        raise ValueError(f"unknown precision mode {mode!r}; expected one of {TIMING_MODES}")
+
 
 def matmul_seconds(n: int, dtype: torch.dtype, device: torch.device | str = "cpu", tf32: bool = False,
                    repeats: int = 5) -> float:
     """Median wall time of one n×n @ n×n matmul (``tf32`` switches CUDA's TF32 matmul mode for the call)."""
+    from .measure import time_fn
+
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-    try:
-        times = []
-        for i in range(repeats + 1):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            a @ b
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i:  # the first call warms up
-                times.append(time.perf_counter() - t0)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-    times.sort()
-    return times[len(times) // 2]
+    with tf32_matmul(tf32):
+        return time_fn(lambda: a @ b, repeat=repeats, warmup=1)
+
+
+def train_step_seconds(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str = "fp32",
+                       repeats: int = 5, warmup: int = 2, lr: float = 1e-4) -> float:
+    """Median wall time of one AdamW training step (forward, backward, update) in a precision mode.
+
+    Why (chapter 7): a matmul sweep shows the peak, a whole step shows what a user gets, since
+    elementwise ops, the optimizer and the loss do not profit from tensor cores.
+
+    * ``fp32``: strict fp32 (TF32 off);   * ``tf32``: fp32 tensors, TF32 matmuls (CUDA only);
+    * ``bf16``: ``torch.autocast`` to bf16; * ``fp16``: autocast to fp16 with a ``GradScaler``.
+
+    ``compute_loss(model)`` returns the scalar loss of a fixed batch. The model is trained by the
+    timed steps (its weights change); the optimizer is created here and thrown away.
+    """
+    from .measure import time_fn
+
+    _check_mode(mode)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    device = next(model.parameters()).device
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=low or torch.float32, enabled=low is not None):
+            loss = compute_loss(model)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    with tf32_matmul(mode == "tf32"):
+        return time_fn(step, repeat=repeats, warmup=warmup)
