@@ -78,8 +78,18 @@ def test_korthikanti_formula_term_by_term():
     terms = transformer_layer_terms(s, b, h, a, act_bytes=2, dropout=True, attention="math", mask_bytes=1)
     paper = sum(v for k, v in terms.items() if "LayerNorm statistics" not in k)
     assert paper == s * b * h * (34 + 5 * a * s // h)
+    # the paper's three groups (section 4.1): attention 11sbh + 5as²b, MLP 19sbh, the two LayerNorm inputs 4sbh
+    sbh, as2b = s * b * h, a * s * s * b
+    groups = {"attention": 0, "mlp": 0, "layernorm": 0}
+    for k, v in terms.items():
+        if k.startswith("LN"):
+            groups["layernorm"] += v
+        elif k.startswith(("MLP", "GeLU")):
+            groups["mlp"] += v
+        elif "LayerNorm statistics" not in k:
+            groups["attention"] += v
+    assert groups == {"attention": 11 * sbh + 5 * as2b, "mlp": 19 * sbh, "layernorm": 4 * sbh}
     sdpa = transformer_layer_terms(s, b, h, a, 2, True, "sdpa", 1, ln_stat_bytes=0)
-    assert sdpa == {**{k: v for k, v in sdpa.items()}}
     assert sum(sdpa.values()) == 34 * s * b * h + 4 * a * s * b  # no s² term, only the logsumexp
 
 

@@ -211,7 +211,7 @@ def transformer_layer_terms(
         "Q, K (for QKᵀ)": 2 * ab * sbh,
         "V": ab * sbh,
         "output projection: input": ab * sbh,
-        "attention dropout mask": mb * sbh,
+        "output projection: dropout mask": mb * sbh,
         "LN2: input": ab * sbh,
         "MLP fc: input": ab * sbh,
         "GeLU: input (4h)": 4 * ab * sbh,
