@@ -79,6 +79,42 @@ def _is_progress_output(out) -> bool:
     return out.get("output_type") == "stream" and out.get("name") == "stderr" and re.search(r"\d+%\|", out.get("text", "")) is not None
 
 
+def separate_display_math(source: str) -> str:
+    """Put blank lines around every ``$$ ... $$`` block of a markdown cell.
+
+    jupyter-book's MyST parses ``$$`` that continues a paragraph as two inline ``$`` signs, which
+    garbles the page; as a block of its own it is display math. Code fences are left alone,
+    MyST directive fences (```{exercise}, ````{solution}) are treated as markdown.
+    """
+    lines, out = source.split("\n"), []
+    fences: list[tuple[int, bool]] = []  # open fences: (number of backticks, is code)
+    inside_math = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        ticks = len(stripped) - len(stripped.lstrip("`"))
+        if ticks >= 3 and not inside_math:
+            info = stripped[ticks:].strip()
+            if not info and fences and ticks >= fences[-1][0]:
+                fences.pop()
+            else:
+                fences.append((ticks, not info.startswith("{")))
+            out.append(line)
+            continue
+        in_code = any(is_code for _, is_code in fences)
+        if in_code or not (stripped.startswith("$$") or (inside_math and stripped.endswith("$$"))):
+            out.append(line)
+            continue
+        opens = not inside_math
+        closes = inside_math or (len(stripped) > 4 and stripped.endswith("$$"))
+        if opens and out and out[-1].strip():
+            out.append("")
+        out.append(line)
+        inside_math = opens and not closes
+        if closes and i + 1 < len(lines) and lines[i + 1].strip():
+            out.append("")
+    return "\n".join(out)
+
+
 def drop_empty_cells(nb) -> None:
     """Remove cells with no source: an empty code cell would never get an execution count."""
     nb.cells = [c for c in nb.cells if c.source.strip()]
@@ -91,6 +127,8 @@ def clean(nb) -> None:
     nb.metadata["language_info"] = {"name": "python"}
     nb.nbformat, nb.nbformat_minor = 4, 5
     for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            cell.source = separate_display_math(cell.source)
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA}
         cell["id"] = f"cell-{i:03d}"  # stable ids: no diff noise between runs
         if cell.cell_type != "code":
@@ -145,6 +183,9 @@ def check(nb, path: Path | str = "") -> list[str]:
         extra = set(c.metadata) - KEEP_CELL_METADATA
         if extra:
             problems.append(f"{path}: cell {i} has volatile metadata {sorted(extra)}")
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "markdown" and separate_display_math(c.source) != c.source:
+            problems.append(f"{path}: cell {i} has $$ display math glued to a paragraph (`booktools.py clean` fixes it)")
     first = first_code_cell(nb)
     if first is None or first.source != bootstrap_source():
         problems.append(f"{path}: the first code cell is not the bootstrap cell (run `python scripts/booktools.py bootstrap`)")

@@ -26,19 +26,24 @@ for (const page_path of pages) {
   const errors = [];
   page.on("console", (m) => { if (m.type() === "error" && !HARMLESS.some((r) => r.test(m.text()))) errors.push(m.text()); });
   page.on("response", (r) => { if (r.status() >= 400) errors.push(`HTTP ${r.status()} ${r.url()}`); });
+  // The last registered route wins: block the outside world first, then serve MathJax locally.
+  await page.route(/^https?:\/\/(?!localhost)/, (route) => route.abort());
   await page.route(/mathjax/, (route) => {
     const file = path.join(mathjaxDir, new URL(route.request().url()).pathname.split("/es5/").pop());
-    route.fulfill({ body: readFileSync(file), contentType: "application/javascript" });
+    const type = file.endsWith(".js") ? "application/javascript" : "font/woff";
+    route.fulfill({ body: readFileSync(file), contentType: type });
   });
-  await page.route(/^https?:\/\/(?!localhost)/, (route) => route.abort());
   await page.goto(`${base}/${page_path}`, { waitUntil: "load" });
   await page.waitForTimeout(4000);
   const report = await page.evaluate(() => {
-    const text = document.querySelector("main")?.innerText ?? "";
+    // prose only: code cells and outputs may hold dollars legitimately (matplotlib labels, f-strings)
+    const main = document.querySelector("main")?.cloneNode(true);
+    main?.querySelectorAll("pre, code, .cell_output, mjx-container").forEach((e) => e.remove());
+    const text = main?.textContent ?? "";
     return {
       math: document.querySelectorAll("mjx-container").length,
       mathErrors: document.querySelectorAll("mjx-merror").length,
-      rawDollars: (text.match(/\$[^$\n]{1,80}\$/g) || []).length,
+      rawDollars: (text.match(/.{0,40}\$.{0,40}/g) || []),  // any $ left in prose is unrendered math
       images: document.querySelectorAll("main img").length,
       brokenImages: [...document.querySelectorAll("main img")].filter((i) => !(i.naturalWidth > 0)).length,
       exercises: document.querySelectorAll(".exercise").length,
@@ -46,7 +51,7 @@ for (const page_path of pages) {
       colab: [...document.querySelectorAll("a")].some((a) => a.href.includes("colab.research.google.com")),
     };
   });
-  const bad = report.mathErrors || report.rawDollars || report.brokenImages || errors.length;
+  const bad = report.mathErrors || report.rawDollars.length || report.brokenImages || errors.length;
   if (bad) failed++;
   console.log(`${bad ? "FAIL" : "ok  "} ${page_path} ${JSON.stringify(report)} ${errors.join(" | ")}`);
   await page.close();
