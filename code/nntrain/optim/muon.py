@@ -28,6 +28,7 @@ from .adam import AdamState, adamw_init, adamw_update
 
 __all__ = [
     "JORDAN_COEFFICIENTS", "CUBIC_COEFFICIENTS", "CLASSIC_QUINTIC_COEFFICIENTS", "POLAR_EXPRESS_PUBLISHED",
+    "POLAR_EXPRESS_CUSHION",
     "SHAPE_SCALINGS", "ORTHOGONALIZERS",
     "odd_quintic", "iterate_scalar", "optimal_odd_quintic", "polar_express_coefficients",
     "polar_factor_svd", "newton_schulz", "polar_express", "orthogonalize",
@@ -41,8 +42,8 @@ JORDAN_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 CUBIC_COEFFICIENTS: tuple[float, float, float] = (1.5, -0.5, 0.0)
 CLASSIC_QUINTIC_COEFFICIENTS: tuple[float, float, float] = (15 / 8, -10 / 8, 3 / 8)
 # The published Polar Express table (NoahAmsel/PolarExpress, polar_express/basic.py), before its
-# safety factor; the last triple repeats. Our generator reproduces it to ~1e-3 with safety=0 and
-# cushion=0.024 (the table's comment says 0.02: the run that made it used a slightly larger cushion).
+# safety factor; the last triple repeats. It is the ideal schedule (safety 0) with the paper's cushion
+# 0.02407327424182761 (the repository's comment rounds it to 0.02): our generator reproduces it to ~1e-8.
 POLAR_EXPRESS_PUBLISHED: tuple[tuple[float, float, float], ...] = (
     (8.28721201814563, -23.595886519098837, 17.300387312530933),
     (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
@@ -53,6 +54,10 @@ POLAR_EXPRESS_PUBLISHED: tuple[tuple[float, float, float], ...] = (
     (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
     (1.875, -1.25, 0.375),
 )
+
+# The cushion of the Polar Express paper: the lower end of each interval is raised to at least
+# POLAR_EXPRESS_CUSHION·u before the minimax fit (keeps the first polynomials' coefficients moderate).
+POLAR_EXPRESS_CUSHION = 0.02407327424182761
 
 SHAPE_SCALINGS = ("original", "match_rms_adamw", "none")
 ORTHOGONALIZERS = ("newton_schulz", "polar_express", "svd")
@@ -108,14 +113,16 @@ def optimal_odd_quintic(lo: float, hi: float, tol: float = 1e-15, max_iter: int 
 
 @lru_cache(maxsize=64)
 def polar_express_coefficients(steps: int = 5, lo: float = 1e-3, safety: float = 0.01,
-                               cushion: float = 0.02) -> tuple[Coeffs, ...]:
+                               cushion: float = POLAR_EXPRESS_CUSHION) -> tuple[Coeffs, ...]:
     """Polar Express schedule (Amsel, Persson, Musco, Gower; arXiv 2505.16932, Algorithm 1 greedy).
 
     Step k takes the minimax odd quintic on the current interval [l, u] of possible singular values
     (l is first raised to ``cushion*u`` and the result re-centred, which keeps the polynomial tame
     for tiny l); then [l, u] <- [p(l), 2 - p(l)]. Every triple but the last is divided by
     (1+s, (1+s)^3, (1+s)^5) with s = ``safety``, which guards against rounding pushing a singular
-    value above the interval. ``safety=0, cushion=0`` gives the ideal schedule of the paper.
+    value above the interval (the paper's Algorithm spares the last one; its reference code takes
+    the first ``steps`` triples of a longer schedule, so there every triple is divided).
+    ``safety=0, cushion=0`` gives the ideal greedy schedule, optimal among compositions of odd quintics.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -196,7 +203,7 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, coeffs: Coeffs = JORDAN_COEFF
 
 
 def polar_express(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None,
-                  lo: float = 1e-3, safety: float = 0.01, cushion: float = 0.02) -> torch.Tensor:
+                  lo: float = 1e-3, safety: float = 0.01, cushion: float = POLAR_EXPRESS_CUSHION) -> torch.Tensor:
     """Approximate U V^T of ``g`` with the Polar Express schedule (a new optimal quintic per step).
 
     The input is divided by (1 + safety)·||g||_F, as in the reference code, so that rounding cannot
@@ -213,7 +220,7 @@ def orthogonalize(g: torch.Tensor, method: str = "newton_schulz", steps: int = 5
     if method == "newton_schulz":
         return newton_schulz(g, steps, coeffs, eps, dtype)
     if method == "polar_express":
-        return polar_express(g, steps, eps, dtype)
+        return polar_express(g, steps, eps, dtype)  # its own per-step coefficients: ``coeffs`` is unused
     if method == "svd":
         return polar_factor_svd(g)
     raise ValueError(f"unknown method {method!r}; expected one of {ORTHOGONALIZERS}")
