@@ -156,3 +156,32 @@ def test_armijo_decreases_and_counts_evaluations():
     assert evals > 1
     with pytest.raises(ValueError, match="shrink"):
         rates.gd_armijo(fn.value, shrink=1.0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.99])
+def test_stability_limits_of_momentum(beta):
+    """Heavy ball is stable iff αL < 2(1 + β); Nesterov iff αL < 2(1 + β)/(1 + 2β) (chapter 2, momentum)."""
+    for limit, look in ((2 * (1 + beta), False), (2 * (1 + beta) / (1 + 2 * beta), True)):
+        assert rates.spectral_rate(limit * 0.999, beta, [1.0], look_ahead=look) < 1
+        assert rates.spectral_rate(limit * 1.001, beta, [1.0], look_ahead=look) > 1
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.9])
+def test_velocity_is_a_low_pass_filter(beta):
+    """A constant gradient is amplified by 1/(1 − β), a sign-alternating one by 1/(1 + β)."""
+    update = rates.heavy_ball(1.0, beta)
+    for sign, gain in ((lambda k: 1.0, 1 / (1 - beta)), (lambda k: (-1.0) ** k, 1 / (1 + beta))):
+        x, v = torch.zeros(1, dtype=torch.float64), None
+        for k in range(2000):
+            x, v = update(x, lambda _, s=sign(k): torch.tensor([s], dtype=torch.float64), v)
+        assert math.isclose(abs(v.item()), gain, rel_tol=1e-10)
+
+
+def test_torch_dampening_is_ema_started_at_the_first_gradient():
+    """torch.optim.SGD(momentum=β, dampening=β) = the EMA form with m₀ = ∇f(x₀) instead of 0."""
+    fn = F.rosenbrock()
+    lr, beta = 1e-3, 0.9
+    ema = rates.ema_momentum(lr, beta)
+    ours = F.run(fn, [-1.5, 2.0], 300, update=lambda x, g, m: ema(x, g, g(x) if m is None else m))
+    ref = F.run(fn, [-1.5, 2.0], 300, optimizer=lambda p: torch.optim.SGD(p, lr=lr, momentum=beta, dampening=beta))
+    torch.testing.assert_close(ours.path, ref.path, rtol=1e-10, atol=1e-12)
