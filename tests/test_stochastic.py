@@ -156,6 +156,8 @@ def test_quadratic_and_kns_errors():
         st.kns_constant_step_bound(1, 0.6, 1.0, 1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="k >= 1"):
         st.kns_decreasing_step_bound(0, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        st.kns_constant_step_bound(-1, 0.1, 1.0, 1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="L >= mu"):
         st.kns_decreasing_step_bound(1, 1.0, 0.5, 1.0)
     with pytest.raises(ValueError, match="mu must be"):

@@ -242,11 +242,17 @@ def _check_kns(mu: float, L: float, c2: float) -> None:
 
 
 def kns_constant_step_bound(k: Tensor | int, lr: float, mu: float, L: float, c2: float, gap0: float) -> Tensor:
-    """E f(x_k) − f* ≤ (1 − 2αμ)^k·(f(x_0) − f*) + L·C²·α/(4μ) for α < 1/(2μ) (KNS 2016, Thm 4)."""
+    """E f(x_k) − f* ≤ (1 − 2αμ)^k·(f(x_0) − f*) + L·C²·α/(4μ) for α < 1/(2μ) (KNS 2016, Thm 4).
+
+    Hypotheses (chapter 2, «Стохастический градиентный спуск»): f is L-smooth and μ-PL, the stochastic
+    gradient is unbiased and its SECOND MOMENT (not its variance) satisfies E‖g_k‖² ≤ C² at every step.
+    """
     _check_kns(mu, L, c2)
     if not 0 < lr < 1 / (2 * mu):
         raise ValueError(f"the theorem needs 0 < lr < 1/(2 mu) = {1 / (2 * mu)}, got lr={lr}")
     k = torch.as_tensor(k, dtype=torch.float64)
+    if (k < 0).any():
+        raise ValueError("the step number k must be >= 0")
     return (1 - 2 * lr * mu) ** k * gap0 + L * c2 * lr / (4 * mu)
 
 
@@ -260,7 +266,10 @@ def kns_decreasing_steps(steps: int, mu: float) -> Tensor:
 
 
 def kns_decreasing_step_bound(k: Tensor | int, mu: float, L: float, c2: float) -> Tensor:
-    """E f(x_k) − f* ≤ L·C² / (2μ²k) for k ≥ 1 with the steps of :func:`kns_decreasing_steps`."""
+    """E f(x_k) − f* ≤ L·C² / (2μ²k) for k ≥ 1 with the steps of :func:`kns_decreasing_steps`.
+
+    Same hypotheses as :func:`kns_constant_step_bound` (E‖g_k‖² ≤ C² at every step, KNS 2016, Thm 4).
+    """
     _check_kns(mu, L, c2)
     k = torch.as_tensor(k, dtype=torch.float64)
     if (k < 1).any():
