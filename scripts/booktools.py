@@ -148,6 +148,9 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
     env_backup = dict(os.environ)
     os.environ["NNTRAIN_QUICK"] = "1" if quick else "0"
     os.environ["TQDM_DISABLE"] = "1"  # a progress bar frozen in a published page says nothing
+    # The book's CPU tensors are small: one torch thread avoids thread overhead and, on a busy
+    # machine, OpenMP threads that wait for each other (seen: 10-60x slower). Same as `make test`.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     start = time.perf_counter()
     try:
