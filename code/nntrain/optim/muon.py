@@ -391,10 +391,11 @@ class Muon(torch.optim.Optimizer):
                 if group["use_muon"]:
                     buf = state.get("momentum_buffer", torch.zeros_like(p))
                     upd = muon_update(p.grad, buf, group["momentum"], group["nesterov"], group["method"],
-                                      group["steps"], group["coeffs"], group["eps"], group["dtype"],
-                                      group["shape_scaling"])
+                                      group["steps"], group["coeffs"], group["eps"], group["dtype"], "none")
                     state["momentum_buffer"] = upd.momentum_buffer
-                    p.mul_(1 - group["lr"] * group["weight_decay"]).add_(upd.direction, alpha=-group["lr"])
+                    # the shape scale goes into the step size (as in torch.optim.Muon): same rounding
+                    step = group["lr"] * shape_scale(p.shape, group["shape_scaling"])
+                    p.mul_(1 - group["lr"] * group["weight_decay"]).add_(upd.direction, alpha=-step)
                 else:
                     adam: AdamState = state.get("adam") or adamw_init(p)
                     new_p, state["adam"] = adamw_update(p, p.grad, adam, lr=group["lr"], betas=group["betas"],
