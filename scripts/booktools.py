@@ -189,6 +189,9 @@ def check(nb, path: Path | str = "") -> list[str]:
     for i, c in enumerate(nb.cells):
         if c.cell_type == "markdown" and separate_display_math(c.source) != c.source:
             problems.append(f"{path}: cell {i} has $$ display math glued to a paragraph (`booktools.py clean` fixes it)")
+        if c.cell_type == "markdown" and re.search(r"^#{2,6} \d+(\.\d+)*\.? ", c.source, flags=re.M):
+            problems.append(f"{path}: cell {i} numbers a heading by hand; the toc numbers sections "
+                            "(label it `(name)=` and refer with {numref})")
     first = first_code_cell(nb)
     if first is None or first.source != bootstrap_source():
         problems.append(f"{path}: the first code cell is not the bootstrap cell (run `python scripts/booktools.py bootstrap`)")
