@@ -349,3 +349,9 @@ def test_cuda_peak_agrees_with_the_ledger():
     mem = cuda_peak_step(step)
     led = ledger(model, "adam", "fp32", batch=8, seq=256, target="cuda")
     assert abs(mem["peak"] / led.total - 1) < 0.2
+
+
+def test_ledger_of_a_plain_module_needs_an_example_input():
+    """Without an input the activations are unknown: an error, never a silent zero."""
+    with pytest.raises(ValueError, match="example_input"):
+        memory.ledger(torch.nn.Linear(4, 3), "adam", "fp32")

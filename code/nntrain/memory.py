@@ -645,9 +645,10 @@ def ledger(
     """The memory ledger of one naive training step.
 
     ``model``: a preset name ("gpt2-xl"), a ``GPTConfig``/``LlamaConfig`` (built on ``meta``, nothing is
-    allocated), or any ``nn.Module`` (then ``example_input`` of one micro-batch gives the activation
-    estimate by module rules). ``micro_batch``: with gradient accumulation only one micro-batch of
-    activations is alive at a time. Activation bytes follow ``precision`` and ``target``.
+    allocated), or any ``nn.Module`` (then ``example_input``, one micro-batch, is required: it gives the
+    activation estimate by module rules, and without it the activations would be a silent zero).
+    ``micro_batch``: with gradient accumulation only one micro-batch of activations is alive at a time.
+    Activation bytes follow ``precision`` and ``target``.
     """
     _choice("optimizer", optimizer, OPTIMIZER_STATES)
     _choice("precision", precision, PRECISIONS)
@@ -682,11 +683,11 @@ def ledger(
         terms = llama_activation_terms(cfg, live_batch, seq, p.activations)
     else:
         if example_input is None:
-            terms = {}
-        else:
-            if checkpointing != "none":
-                raise ValueError("checkpointing is modelled for GPT configs only")
-            terms = {"saved by modules (rules)": estimate_activation_bytes(model, example_input, p.activations, target)}
+            raise ValueError(f"ledger({name}) cannot estimate activations of a plain nn.Module without "
+                             "example_input (one micro-batch of inputs); pass it, or a GPTConfig/LlamaConfig/preset name")
+        if checkpointing != "none":
+            raise ValueError("checkpointing is modelled for GPT configs only")
+        terms = {"saved by modules (rules)": estimate_activation_bytes(model, example_input, p.activations, target)}
     return Ledger(
         model=name, n_params=n, optimizer=optimizer, precision=precision, batch=batch, seq=seq,
         weights=p.weights * n, grads=p.grads * n, master=p.master * n,
