@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence, Union
 import torch
 from torch import nn
 
+from ._checks import check_choice, check_positive_int
 from .models import GPT, PRESETS, GPTConfig, Llama, LlamaConfig, build, count_params
 
 __all__ = [
@@ -64,22 +65,12 @@ ROOT = "(model)"  # how SavedTensors names the model itself; "" means outside th
 GB = 1e9  # the ledger speaks decimal gigabytes, like the ZeRO paper
 
 
-def _choice(name: str, value, options) -> None:
-    if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(options)}")
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def format_bytes(n: float, unit: str = "auto") -> str:
     """Human-readable decimal bytes: ``format_bytes(3.1e9) == '3.10 GB'``."""
     units = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
     if unit == "auto":
         unit = next((u for u in ("TB", "GB", "MB", "KB") if abs(n) >= units[u]), "B")
-    _choice("unit", unit, units)
+    check_choice("unit", unit, units)
     return f"{n:.0f} B" if unit == "B" else f"{n / units[unit]:.2f} {unit}"
 
 
@@ -148,7 +139,7 @@ def register_optimizer(name: str, state_fn: StateFn, overwrite: bool = False) ->
 
 def state_bytes(shapes: Iterable[Sequence[int]], optimizer: str, state_number_bytes: int = 4) -> int:
     """Optimizer-state bytes for parameter tensors of these shapes (what ``optimizer.state`` will hold)."""
-    _choice("optimizer", optimizer, OPTIMIZER_STATES)
+    check_choice("optimizer", optimizer, OPTIMIZER_STATES)
     fn = OPTIMIZER_STATES[optimizer]
     return sum(fn(tuple(s), state_number_bytes) for s in shapes)
 
@@ -159,8 +150,8 @@ def bytes_per_parameter(optimizer: str = "adam", precision: str = "mixed") -> di
     ``bytes_per_parameter("adam", "mixed") == {"weights": 2, "grads": 2, "master": 4, "optimizer": 8}``:
     16 bytes in total, the K = 12 of ZeRO being master + optimizer.
     """
-    _choice("optimizer", optimizer, OPTIMIZER_STATES)
-    _choice("precision", precision, PRECISIONS)
+    check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    check_choice("precision", precision, PRECISIONS)
     p = PRECISIONS[precision]
     big = 1_000_000  # one large tensor: the per-tensor scalars vanish after integer division
     per_param = OPTIMIZER_STATES[optimizer]((big,), p.states) // big
@@ -172,8 +163,8 @@ def zero_stage_bytes(n_params: float, n_gpus: int, stage: int, k: int = 12) -> f
 
     0: (2 + 2 + K)Ψ; 1 (P_os): 4Ψ + KΨ/N; 2 (P_os+g): 2Ψ + (2 + K)Ψ/N; 3 (P_os+g+p): (4 + K)Ψ/N.
     """
-    _positive_int("n_gpus", n_gpus)
-    _choice("stage", stage, (0, 1, 2, 3))
+    check_positive_int("n_gpus", n_gpus)
+    check_choice("stage", stage, (0, 1, 2, 3))
     psi, n = float(n_params), n_gpus
     return [(4 + k) * psi, 4 * psi + k * psi / n, 2 * psi + (2 + k) * psi / n, (4 + k) * psi / n][stage]
 
@@ -202,8 +193,8 @@ def transformer_layer_terms(
     row log-sum-exp; ``ln_stat_bytes`` counts LayerNorm's mean and 1/σ, which the paper omits.
     """
     for name, v in dict(s=s, b=b, h=h, a=a, act_bytes=act_bytes).items():
-        _positive_int(name, v)
-    _choice("attention", attention, ("math", "sdpa"))
+        check_positive_int(name, v)
+    check_choice("attention", attention, ("math", "sdpa"))
     sbh, ab, mb = s * b * h, act_bytes, mask_bytes if dropout else 0
     terms = {
         "LN1: input": ab * sbh,
@@ -246,10 +237,10 @@ def gpt_activation_terms(
     """
     if not isinstance(cfg, GPTConfig):
         raise TypeError(f"expected a GPTConfig, got {type(cfg).__name__}")
-    _positive_int("batch", batch)
-    _positive_int("seq", seq)
-    _choice("target", target, TARGETS)
-    _choice("checkpointing", checkpointing, CHECKPOINTING)
+    check_positive_int("batch", batch)
+    check_positive_int("seq", seq)
+    check_choice("target", target, TARGETS)
+    check_choice("checkpointing", checkpointing, CHECKPOINTING)
     if seq > cfg.block_size:
         raise ValueError(f"seq={seq} is longer than block_size={cfg.block_size}")
     s, b, h, L = seq, batch, cfg.n_embd, cfg.n_layer
@@ -287,8 +278,8 @@ def llama_activation_terms(cfg: LlamaConfig, batch: int, seq: int, act_bytes: in
     """
     if not isinstance(cfg, LlamaConfig):
         raise TypeError(f"expected a LlamaConfig, got {type(cfg).__name__}")
-    _positive_int("batch", batch)
-    _positive_int("seq", seq)
+    check_positive_int("batch", batch)
+    check_positive_int("seq", seq)
     s, b, h, f, a, L = seq, batch, cfg.n_embd, cfg.intermediate_size, cfg.n_head, cfg.n_layer
     sbh, ab = s * b * h, act_bytes
     # RMSNorm in float32: the fp32 input (a copy when ab < 4), the normalised value, the output, 1/rms.
@@ -371,7 +362,7 @@ def estimate_activation_bytes(
     The forward runs once under ``no_grad`` only to learn shapes (build the model and the input on
     ``meta`` to estimate a big model for free). A leaf module without a rule raises, naming it.
     """
-    _choice("target", target, TARGETS)
+    check_choice("target", target, TARGETS)
     rules = activation_rules() if rules is None else rules
     kind_bytes = {"act": act_bytes, "mask": 1 if target == "cuda" else act_bytes,
                   "stat": 4 if target == "cuda" else act_bytes, "index": 8}
@@ -650,20 +641,20 @@ def ledger(
     ``micro_batch``: with gradient accumulation only one micro-batch of activations is alive at a time.
     Activation bytes follow ``precision`` and ``target``.
     """
-    _choice("optimizer", optimizer, OPTIMIZER_STATES)
-    _choice("precision", precision, PRECISIONS)
-    _choice("target", target, TARGETS)
-    _choice("checkpointing", checkpointing, CHECKPOINTING)
-    _positive_int("batch", batch)
+    check_choice("optimizer", optimizer, OPTIMIZER_STATES)
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("target", target, TARGETS)
+    check_choice("checkpointing", checkpointing, CHECKPOINTING)
+    check_positive_int("batch", batch)
     if micro_batch is not None:
-        _positive_int("micro_batch", micro_batch)
+        check_positive_int("micro_batch", micro_batch)
         if batch % micro_batch:
             raise ValueError(f"batch={batch} is not a multiple of micro_batch={micro_batch}")
     live_batch = micro_batch or batch
     p = PRECISIONS[precision]
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        _choice("model", model, PRESETS)
+        check_choice("model", model, PRESETS)
         model = PRESETS[model]
     cfg = model.config if isinstance(model, (GPT, Llama)) else model
     if isinstance(cfg, (GPTConfig, LlamaConfig)):

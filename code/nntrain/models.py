@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_choice, check_positive_int
+
 __all__ = [
     "ACTIVATIONS",
     "ATTENTION_KINDS",
@@ -51,23 +53,13 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 ATTENTION_KINDS = ("sdpa", "math")
 
 
-def _check_choice(name: str, value: str, options) -> None:
-    if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(options)}")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def mlp(sizes: list[int], activation: str = "relu", bias: bool = True) -> nn.Sequential:
     """Linear → activation → … → Linear; ``sizes = [in, hidden..., out]`` (no activation at the end)."""
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output size, got {sizes!r}")
     for s in sizes:
-        _check_positive_int("every size", s)
-    _check_choice("activation", activation, ACTIVATIONS)
+        check_positive_int("every size", s)
+    check_choice("activation", activation, ACTIVATIONS)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out, bias=bias))
@@ -99,12 +91,12 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        _check_choice("attention", self.attention, ATTENTION_KINDS)
+        check_choice("attention", self.attention, ATTENTION_KINDS)
 
     def with_(self, **changes) -> "GPTConfig":
         """A copy with some fields changed: ``GPT_PRESETS["gpt2"].with_(n_layer=2)``."""
@@ -264,7 +256,7 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_head % self.n_kv_head:
@@ -393,7 +385,7 @@ class Llama(nn.Module):
 def build(config: Union[str, GPTConfig, LlamaConfig], device: Union[str, torch.device, None] = None) -> nn.Module:
     """A model from a preset name or a config; ``device="meta"`` builds it without allocating memory."""
     if isinstance(config, str):
-        _check_choice("model", config, PRESETS)
+        check_choice("model", config, PRESETS)
         config = PRESETS[config]
     if isinstance(config, GPTConfig):
         cls = GPT

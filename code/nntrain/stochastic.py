@@ -22,6 +22,8 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_positive_int
+
 __all__ = [
     "SCHEMES", "sample_batches", "index_schedule", "least_squares_grads", "population_variance",
     "minibatch_variance", "exact_minibatch_variance", "minibatch_variance_theory", "QuadraticRun", "noisy_quadratic_sgd",
@@ -33,12 +35,6 @@ __all__ = [
 # How the examples of a mini-batch are drawn (see index_schedule).
 SCHEMES = ("replacement", "reshuffle", "shuffle_once")
 _CHUNK_ELEMENTS = 1 << 22  # numbers gathered at once by minibatch_variance (32 MiB in float64)
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _generator(generator: torch.Generator | None) -> torch.Generator:
@@ -55,7 +51,7 @@ def sample_batches(n: int, batch_size: int, draws: int, replace: bool,
     With ``replace`` every index is uniform and independent; without, each row is a uniformly random
     subset of distinct indices (in random order).
     """
-    n, batch_size, draws = (_check_positive_int(k, v) for k, v in (("n", n), ("batch_size", batch_size), ("draws", draws)))
+    n, batch_size, draws = (check_positive_int(k, v) for k, v in (("n", n), ("batch_size", batch_size), ("draws", draws)))
     g = _generator(generator)
     if replace:
         return torch.randint(0, n, (draws, batch_size), generator=g)
@@ -76,7 +72,7 @@ def index_schedule(n: int, batch_size: int, steps: int, scheme: str,
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown sampling scheme {scheme!r}; expected one of {SCHEMES}")
-    n, batch_size, steps = (_check_positive_int(k, v) for k, v in (("n", n), ("batch_size", batch_size), ("steps", steps)))
+    n, batch_size, steps = (check_positive_int(k, v) for k, v in (("n", n), ("batch_size", batch_size), ("steps", steps)))
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the data set (n={n})")
     g = _generator(generator)
@@ -114,8 +110,8 @@ def minibatch_variance(grads: Tensor, batch_size: int, draws: int, replace: bool
     """Monte-Carlo estimate of E‖ĝ_B − ḡ‖², ĝ_B the mean gradient of a random mini-batch of size B."""
     if grads.ndim != 2:
         raise ValueError(f"grads must be an (N, d) matrix, got shape {tuple(grads.shape)}")
-    _check_positive_int("draws", draws)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("draws", draws)
+    check_positive_int("batch_size", batch_size)
     g, mean, total = _generator(generator), grads.mean(0), 0.0
     chunk = max(1, _CHUNK_ELEMENTS // (batch_size * grads.shape[1]))  # bounds the memory of grads[idx]
     for start in range(0, draws, chunk):
@@ -131,7 +127,7 @@ def exact_minibatch_variance(grads: Tensor, batch_size: int, replace: bool, max_
     the closed forms of :func:`minibatch_variance_theory` with no Monte-Carlo error.
     """
     n = grads.shape[0]
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     count = n ** batch_size if replace else math.comb(n, batch_size)
     if count == 0 or count > max_terms:
         raise ValueError(f"{count} mini-batches to list (N={n}, B={batch_size}); allowed 1..{max_terms}")
@@ -142,8 +138,8 @@ def exact_minibatch_variance(grads: Tensor, batch_size: int, replace: bool, max_
 
 def minibatch_variance_theory(sigma2: float, batch_size: int, n: int, replace: bool) -> float:
     """σ²/B with replacement; (N − B)/(N − 1)·σ²/B without (the finite-population correction)."""
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n", n)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("n", n)
     if replace:
         return sigma2 / batch_size
     if batch_size > n:
@@ -167,7 +163,7 @@ def _steps_tensor(lrs: Sequence[float] | Tensor | float, steps: int | None) -> T
     if isinstance(lrs, (int, float)) and not isinstance(lrs, bool):
         if steps is None:
             raise ValueError("a constant step needs the number of steps: pass steps=...")
-        lrs = [float(lrs)] * _check_positive_int("steps", steps)
+        lrs = [float(lrs)] * check_positive_int("steps", steps)
     lrs = torch.as_tensor(lrs, dtype=torch.float64).flatten()
     if lrs.numel() == 0 or not torch.isfinite(lrs).all() or (lrs < 0).any():
         raise ValueError("step sizes must be a non-empty sequence of finite non-negative numbers")
@@ -192,7 +188,7 @@ def noisy_quadratic_sgd(x0: float, lrs: Sequence[float] | Tensor | float, mu: fl
     _check_quadratic(mu, noise)
     lrs = _steps_tensor(lrs, steps)
     g = _generator(generator)
-    x = torch.full((_check_positive_int("runs", runs),), float(x0), dtype=torch.float64)
+    x = torch.full((check_positive_int("runs", runs),), float(x0), dtype=torch.float64)
     loss, grad_sq = [], []
     for alpha in lrs.tolist() + [0.0]:
         grad = mu * x + noise * torch.randn(x.shape, generator=g, dtype=torch.float64)
@@ -258,7 +254,7 @@ def kns_constant_step_bound(k: Tensor | int, lr: float, mu: float, L: float, c2:
 
 def kns_decreasing_steps(steps: int, mu: float) -> Tensor:
     """α_k = (2k + 1) / (2μ(k + 1)²), k = 0..steps−1: the steps of the O(1/k) part of KNS Theorem 4."""
-    _check_positive_int("steps", steps)
+    check_positive_int("steps", steps)
     if not mu > 0:
         raise ValueError(f"mu must be positive, got {mu}")
     k = torch.arange(steps, dtype=torch.float64)
@@ -294,7 +290,7 @@ def sgd_least_squares(X: Tensor, y: Tensor, w0: Tensor, lr: float, idx: Tensor, 
     """
     if idx.ndim != 3:
         raise ValueError(f"idx must have shape (runs, steps, batch), got {tuple(idx.shape)}")
-    _check_positive_int("record_every", record_every)
+    check_positive_int("record_every", record_every)
     runs, steps, _ = idx.shape
     w = w0.to(X.dtype).expand(runs, -1).clone()
     out = [least_squares_loss(X, y, w)]
@@ -316,7 +312,7 @@ def train_epochs(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Ten
     """
     from .data import batches
 
-    _check_positive_int("epochs", epochs)
+    check_positive_int("epochs", epochs)
     g = _generator(generator)
     losses: list[float] = []
     epoch_iter = range(epochs)
