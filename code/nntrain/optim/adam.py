@@ -13,7 +13,7 @@ from typing import Iterable, NamedTuple
 
 import torch
 
-__all__ = ["AdamState", "adamw_init", "adamw_update", "AdamW"]
+__all__ = ["AdamState", "adamw_init", "adamw_update", "adamw_step_", "AdamW"]
 
 
 class AdamState(NamedTuple):
@@ -85,6 +85,22 @@ def adamw_update(
     return param, AdamState(step, exp_avg, exp_avg_sq, max_sq)
 
 
+@torch.no_grad()
+def adamw_step_(p: torch.Tensor, state: dict, *, lr: float, betas: tuple[float, float], eps: float,
+                weight_decay: float, amsgrad: bool = False, decoupled: bool = True) -> None:
+    """Apply :func:`adamw_update` to ``p`` in place, keeping its state in ``state["adam"]``.
+
+    The one per-parameter step of the optimizer wrappers: :class:`AdamW` and Muon's AdamW group.
+    """
+    if p.grad.is_sparse:
+        raise TypeError("AdamW does not support sparse gradients")
+    if "adam" not in state:
+        state["adam"] = adamw_init(p, amsgrad)
+    new_p, state["adam"] = adamw_update(p, p.grad, state["adam"], lr=lr, betas=betas, eps=eps,
+                                        weight_decay=weight_decay, amsgrad=amsgrad, decoupled=decoupled)
+    p.copy_(new_p)
+
+
 class AdamW(torch.optim.Optimizer):
     """``torch.optim.AdamW`` rebuilt on :func:`adamw_update` (chapters 2 and 8).
 
@@ -117,13 +133,6 @@ class AdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise TypeError("AdamW does not support sparse gradients")
-                state = self.state[p]
-                if "adam" not in state:
-                    state["adam"] = adamw_init(p, group["amsgrad"])
-                new_p, state["adam"] = adamw_update(
-                    p, p.grad, state["adam"], lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                    weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=group["decoupled"])
-                p.copy_(new_p)
+                adamw_step_(p, self.state[p], lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                            weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=group["decoupled"])
         return loss

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adam import AdamState, adamw_init, adamw_update
+from .adam import adamw_step_
 
 __all__ = [
     "JORDAN_COEFFICIENTS", "CUBIC_COEFFICIENTS", "CLASSIC_QUINTIC_COEFFICIENTS", "POLAR_EXPRESS_PUBLISHED",
@@ -378,7 +378,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One step: :func:`muon_update` for the Muon group, :func:`adamw_update` for the other."""
+        """One step: :func:`muon_update` for the Muon group, :func:`adamw_step_` for the other."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -397,8 +397,6 @@ class Muon(torch.optim.Optimizer):
                     step = group["lr"] * shape_scale(p.shape, group["shape_scaling"])
                     p.mul_(1 - group["lr"] * group["weight_decay"]).add_(upd.direction, alpha=-step)
                 else:
-                    adam: AdamState = state.get("adam") or adamw_init(p)
-                    new_p, state["adam"] = adamw_update(p, p.grad, adam, lr=group["lr"], betas=group["betas"],
-                                                        eps=group["eps"], weight_decay=group["weight_decay"])
-                    p.copy_(new_p)
+                    adamw_step_(p, state, lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                                weight_decay=group["weight_decay"])
         return loss
