@@ -161,8 +161,9 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
         os.environ.update(env_backup)
     elapsed = time.perf_counter() - start
     clean(nb)
-    check(nb, path)
     nbformat.write(nb, path)
+    for problem in check(nb, path):  # e.g. an error output: say so now, not only in the tests
+        print(problem, file=sys.stderr)
     return elapsed
 
 
