@@ -24,6 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 BOOTSTRAP_TAG = "remove-cell"
+# nbval compares the outputs of cells with this tag; a tag, unlike a `# NBVAL_CHECK_OUTPUT` comment, stays out of the reader's view.
+CHECK_TAG = "nbval-check-output"
 CELL_TIMEOUT = 600
 
 # Notebook-level metadata that may stay; everything else (widgets state, papermill, ...) goes.
@@ -188,6 +190,8 @@ def check(nb, path: Path | str = "") -> list[str]:
         if extra:
             problems.append(f"{path}: cell {i} has volatile metadata {sorted(extra)}")
     for i, c in enumerate(nb.cells):
+        if c.cell_type == "code" and "NBVAL_" in c.source:
+            problems.append(f"{path}: cell {i} has an nbval marker comment that readers would see; tag the cell {CHECK_TAG!r}")
         if c.cell_type == "markdown" and separate_display_math(c.source) != c.source:
             problems.append(f"{path}: cell {i} has $$ display math glued to a paragraph (`booktools.py clean` fixes it)")
         if c.cell_type == "markdown" and re.search(r"^#{2,6} \d+(\.\d+)*\.? ", c.source, flags=re.M):

@@ -70,5 +70,7 @@ def test_written_chapter_has_the_book_shape(path):
     exercises = len(re.findall(r"```\{exercise\}", markdown))
     solutions = len(re.findall(r"```\{solution\}", markdown))
     assert exercises >= 5 and solutions >= exercises, (exercises, solutions)
-    assert "arxiv.org" in markdown, "no references to papers"
-    assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code"), "nothing is checked by nbval"
+    assert "{footcite}" in markdown and "{footbibliography}" in markdown, \
+        "no references: cite papers with {footcite}`key` (references.bib) and end with a {footbibliography}"
+    assert any(booktools.CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"), \
+        "nothing is checked by nbval"

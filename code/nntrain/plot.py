@@ -28,6 +28,13 @@ COLORS = {
     "backward": PALETTE[1],
 }
 
+# The page's text column is about 780 px wide at the figure dpi below: a figure no wider than this is
+# shown at its own size on a desktop (12 pt text ≈ 18 px) and scaled by the same factor as the page
+# on a phone. The tests reject committed figures wider than MAX_PIXELS.
+PAGE_WIDTH = 7.0  # inches
+MAX_PANELS_PER_ROW = 3
+MAX_PIXELS = 800
+
 STYLE = {
     "figure.figsize": (6.4, 4.0),
     "figure.dpi": 110,
@@ -40,11 +47,13 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.titlesize": 12,
-    "axes.labelsize": 11,
-    "legend.fontsize": 10,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 11,
     "legend.frameon": False,
     "lines.linewidth": 2.0,
-    "font.size": 11,
+    "font.size": 12,
     "image.cmap": "viridis",
 }
 
@@ -55,8 +64,16 @@ def use_style() -> None:
 
 
 def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.6, **kwargs):
-    """``plt.subplots`` with a size that grows with the number of panels."""
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), constrained_layout=True, **kwargs)
+    """``plt.subplots`` that fits the page: at most three panels a row, never wider than ``PAGE_WIDTH``.
+
+    Panels narrower than ``width`` keep their aspect ratio; for more panels, stack rows.
+    """
+    if not (isinstance(ncols, int) and 1 <= ncols <= MAX_PANELS_PER_ROW):
+        raise ValueError(f"at most {MAX_PANELS_PER_ROW} panels fit in a row of the page, got ncols={ncols!r}: "
+                         "use more rows")
+    panel = min(width, PAGE_WIDTH / ncols)
+    height = height * panel / width
+    return plt.subplots(nrows, ncols, figsize=(panel * ncols, height * nrows), constrained_layout=True, **kwargs)
 
 
 def label(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool = False) -> None:

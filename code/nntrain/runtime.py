@@ -80,11 +80,13 @@ def env_info(dev: torch.device | None = None) -> str:
     return f"torch {torch.__version__} | numpy {np.__version__} | device: {where} | size: {size}"
 
 
-def setup(seed: int = 0, device_name: str | None = None, verbose: bool = True) -> torch.device:
+def setup(seed: int = 0, device_name: str | None = None, verbose: bool = True,
+          flush_denormals: bool = True) -> torch.device:
     """Prepare a notebook: seeds, the book's plot style, fast CPU floats; return the device.
 
-    On CPU, denormal floats are flushed to zero: tiny values in early Adam steps otherwise
-    make them several times slower, and no result in the book depends on denormals.
+    On CPU, subnormal floats are flushed to zero by default: tiny values in early Adam steps
+    otherwise make them several times slower, and no result outside chapter 7 depends on them.
+    The mixed-precision chapter is about subnormals and calls ``setup(flush_denormals=False)``.
     """
     from . import plot  # imported late: matplotlib is slow to import and not needed by tests
 
@@ -92,7 +94,7 @@ def setup(seed: int = 0, device_name: str | None = None, verbose: bool = True) -
     seed_everything(seed)
     plot.use_style()
     if dev.type == "cpu":
-        torch.set_flush_denormal(True)
+        torch.set_flush_denormal(flush_denormals)
     if verbose:
         print(env_info(dev))
     return dev

@@ -1,0 +1,55 @@
+"""Numbers and figures that the book's prose refers to: myst-nb's ``glue``, without depending on myst-nb.
+
+A chapter computes a number in a cell and *glues* it: ``book.glue("n_params", n)``; the prose
+then writes ``{glue:text}`n_params:,```, so that no number in a sentence is typed by hand.
+A figure is glued with ``book.figure("fig-name", fig)`` in a cell tagged ``remove-output`` and
+shown in the page by a ``{glue:figure}`` block with a numbered caption and alt text.
+In Colab or Jupyter the reader simply sees the figure under the cell.
+
+The output format is myst-nb's own (a display with ``scrapbook`` metadata), so the book builds
+with ``execute_notebooks: off`` from the committed outputs, while Colab needs no myst-nb.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The prefix myst-nb gives to a glued value that is stored but not displayed.
+HIDDEN_PREFIX = "application/papermill.record/"
+
+
+def _bundle(value: Any) -> tuple[dict, dict]:
+    """The mime bundle of ``value``; a string is stored as itself (its repr would add quotes)."""
+    if isinstance(value, str):
+        return {"text/plain": value}, {}
+    from IPython.core.formatters import format_display_data
+
+    return format_display_data(value)
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Store ``value`` under ``name`` for ``{glue:text}`name``` in the prose; return ``value``.
+
+    Numbers keep their type, so the prose chooses the format (``{glue:text}`ratio:.2f```).
+    Bad names are an error here rather than a silent miss in the built page.
+    """
+    from IPython.display import display as ipy_display
+
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"a glue name is letters, digits, '_' and '-', got {name!r}")
+    bundle, metadata = _bundle(value)
+    prefix = "" if display else HIDDEN_PREFIX
+    metadata = {**metadata, "scrapbook": {"name": name, "mime_prefix": prefix}}
+    ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+    return value
+
+
+def figure(name: str, fig) -> None:
+    """Show ``fig`` under the cell and glue it as ``name`` for a captioned ``{glue:figure}`` in the page.
+
+    The cell is tagged ``remove-output`` so that the page shows the figure once, with its caption.
+    """
+    import matplotlib.pyplot as plt
+
+    glue(name, fig, display=True)
+    plt.close(fig)
