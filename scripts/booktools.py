@@ -4,6 +4,7 @@
     python scripts/booktools.py run --quick NOTEBOOK                       # quick size (never commit that)
     python scripts/booktools.py clean [NOTEBOOK...]                        # strip volatile metadata
     python scripts/booktools.py bootstrap                                  # rewrite every bootstrap cell
+    python scripts/booktools.py status                                     # write status.md from the notebooks
 
 The bootstrap cell is generated from ``_config.yml`` (repository.url), the one place the URL lives.
 Tests import this module to check the committed notebooks.
@@ -27,9 +28,12 @@ BOOTSTRAP_TAG = "remove-cell"
 # nbval compares the outputs of cells with this tag; a tag, unlike a `# NBVAL_CHECK_OUTPUT` comment, stays out of the reader's view.
 CHECK_TAG = "nbval-check-output"
 CELL_TIMEOUT = 600
+MAX_CODE_LINE = 88  # the code column of a page holds about 88 characters
+MAX_FIGURE_PIXELS = 800  # nntrain.plot.MAX_PIXELS: wider figures are shrunk below legibility
 
 # Notebook-level metadata that may stay; everything else (widgets state, papermill, ...) goes.
-KEEP_NB_METADATA = {"kernelspec", "language_info", "colab", "accelerator"}
+KEEP_NB_METADATA = {"kernelspec", "language_info", "colab", "accelerator", "nntrain"}
+STATUS_PAGE = ROOT / "status.md"
 # Cell-level metadata that may stay.
 KEEP_CELL_METADATA = {"tags"}
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -42,14 +46,22 @@ def repository_url() -> str:
 
 
 def bootstrap_source(url: str | None = None) -> str:
-    """The identical first code cell of every notebook."""
+    """The identical first code cell of every notebook.
+
+    In Colab it installs the package; elsewhere, where the package is missing (a Jupyter outside
+    the repository, VS Code, Kaggle), it says in one line how to install it.
+    """
     url = url or repository_url()
+    spec = f"nntrain @ git+{url}@main#subdirectory=code"
     return (
-        "# Colab: install the book's package `nntrain` (Colab's own torch is kept). Locally: nothing to do.\n"
+        "# Colab: install the book's package `nntrain` (Colab's own torch is kept).\n"
+        "import importlib.util\n"
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
-        f'    %pip install -q "nntrain @ git+{url}@main#subdirectory=code"'
+        f'    %pip install -q "{spec}"\n'
+        'elif importlib.util.find_spec("nntrain") is None:\n'
+        f"    print('Пакет книги не установлен: %pip install \"{spec}\"')"
     )
 
 
@@ -140,8 +152,25 @@ def clean(nb) -> None:
         cell.outputs = [out for out in cell.outputs if not _is_progress_output(out)]
 
 
+def run_record(seconds: float) -> dict:
+    """What the status page says about one execution: time, date, device, versions."""
+    import platform
+    from datetime import date
+
+    import torch
+
+    from nntrain.runtime import describe_device
+
+    return {"seconds": round(seconds, 1), "date": date.today().isoformat(), "device": describe_device(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
 def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
-    """Execute ``path`` top to bottom in a fresh kernel, in place; return seconds taken."""
+    """Execute ``path`` top to bottom in a fresh kernel; return seconds taken.
+
+    At full size the notebook is rewritten with its outputs (the published ones). In quick mode
+    the outputs are thrown away and only the time is recorded in the notebook's metadata.
+    """
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -162,11 +191,23 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
         os.environ.clear()
         os.environ.update(env_backup)
     elapsed = time.perf_counter() - start
+    size = "quick" if quick else "full"
+    if quick:  # keep the committed (full-size) outputs; record the time only
+        nb = nbformat.read(path, as_version=4)
+    nb.metadata.setdefault("nntrain", {})[size] = run_record(elapsed)
     clean(nb)
     nbformat.write(nb, path)
     for problem in check(nb, path):  # e.g. an error output: say so now, not only in the tests
         print(problem, file=sys.stderr)
     return elapsed
+
+
+def png_width(data: str) -> int:
+    """The width in pixels of a base64 PNG, read from its header."""
+    import base64
+
+    head = base64.b64decode(data[:64])
+    return int.from_bytes(head[16:20], "big")
 
 
 def check(nb, path: Path | str = "") -> list[str]:
@@ -198,11 +239,51 @@ def check(nb, path: Path | str = "") -> list[str]:
             problems.append(f"{path}: cell {i} numbers a heading by hand; the toc numbers sections "
                             "(label it `(name)=` and refer with {numref})")
     first = first_code_cell(nb)
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code" or c is first:
+            continue
+        long = [n for n, line in enumerate(c.source.split("\n"), 1) if len(line) > MAX_CODE_LINE]
+        if long:
+            problems.append(f"{path}: cell {i} has code lines longer than {MAX_CODE_LINE} characters (lines {long})")
+        for out in c.get("outputs", []):
+            for key, data in out.get("data", {}).items():
+                if key.endswith("image/png") and png_width(data) > MAX_FIGURE_PIXELS:
+                    problems.append(f"{path}: cell {i} has a figure {png_width(data)} px wide "
+                                    f"(at most {MAX_FIGURE_PIXELS}: use nntrain.plot.subplots)")
     if first is None or first.source != bootstrap_source():
         problems.append(f"{path}: the first code cell is not the bootstrap cell (run `python scripts/booktools.py bootstrap`)")
     elif BOOTSTRAP_TAG not in first.metadata.get("tags", []):
         problems.append(f"{path}: the bootstrap cell is not tagged {BOOTSTRAP_TAG!r}")
     return problems
+
+
+def status_page() -> str:
+    """The book's status page: each notebook's last execution, from its own metadata."""
+    rows = []
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        meta = nb.metadata.get("nntrain", {})
+        full, quick = meta.get("full", {}), meta.get("quick", {})
+        rel = path.relative_to(ROOT).with_suffix("").as_posix()
+
+        def secs(r):
+            return f"{r['seconds']:.0f}" if "seconds" in r else "—"
+
+        rows.append(f"| {{doc}}`/{rel}` | {secs(quick)} | {secs(full)} | {full.get('device', '—')} | "
+                    f"{full.get('torch', '—')} | {full.get('date', '—')} |")
+    return "\n".join([
+        "# Состояние книги",
+        "",
+        "Когда и где в последний раз выполнялся каждый ноутбук. Опубликованные выводы — это полный",
+        "размер; быстрый (`NNTRAIN_QUICK=1`) выполняют тесты. Время — в секундах, вместе с запуском ядра.",
+        "Страницу пишет `python scripts/booktools.py status` из метаданных самих ноутбуков, а тест",
+        "проверяет, что она с ними совпадает.",
+        "",
+        "| ноутбук | быстрый, с | полный, с | устройство | torch | дата |",
+        "|---|---:|---:|---|---|---|",
+        *rows,
+        "",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p_clean.add_argument("paths", nargs="*", type=Path)
     sub.add_parser("bootstrap", help="rewrite the bootstrap cell of every notebook from _config.yml")
     sub.add_parser("check", help="report hygiene problems of every notebook")
+    sub.add_parser("status", help="write the status page status.md from the notebooks' metadata")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -227,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                 set_bootstrap(nb)
             clean(nb)
             nbformat.write(nb, path)
+    elif args.command == "status":
+        STATUS_PAGE.write_text(status_page(), encoding="utf-8")
     elif args.command == "check":
         problems = [p for path in notebooks() for p in check(nbformat.read(path, as_version=4), path)]
         print("\n".join(problems) or "all notebooks are clean")

@@ -36,3 +36,19 @@ def test_every_notebook_page_has_a_colab_button(built):
         page = (html / rel.with_suffix(".html")).read_text(encoding="utf-8")
         assert f"{url}/blob/main/{rel.as_posix()}" in page, f"no Colab link on {rel}"
         assert "google.colab" not in page, f"the bootstrap cell is visible on {rel}"
+
+
+def test_pages_read_well_in_a_real_browser(built):
+    """Every page at desktop and phone width: math typeset, images load, nothing clipped or too wide, ☰ works."""
+    import browser_check
+
+    why = browser_check.missing_requirements()
+    if why:
+        pytest.skip(f"browser check not run: {why}")
+    _, html = built
+    shots = booktools.ROOT / "test-reports" / "browser"
+    reports = browser_check.check_book(html, out_dir=shots)
+    shots.mkdir(parents=True, exist_ok=True)
+    (shots / "summary.txt").write_text(browser_check.summary(reports), encoding="utf-8")  # printed by conftest
+    problems = [f"{r.page} [{r.width}]: {p}" for r in reports for p in r.problems]
+    assert not problems, "\n".join(problems[:40]) + f"\n(screenshots in {shots})"

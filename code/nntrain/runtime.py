@@ -69,13 +69,17 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def env_info(dev: torch.device | None = None) -> str:
-    """One line about the environment: versions, the device and the size of the run."""
+def describe_device(dev: torch.device | None = None) -> str:
+    """The device in words: ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (x86_64, 2 cores)``."""
     dev = dev or device()
     if dev.type == "cuda":
-        where = f"cuda ({torch.cuda.get_device_name(dev)})"
-    else:
-        where = f"{dev.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return f"{dev.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def env_info(dev: torch.device | None = None) -> str:
+    """One line about the environment: versions, the device and the size of the run."""
+    where = describe_device(dev)
     size = "quick" if is_quick() else "full"
     return f"torch {torch.__version__} | numpy {np.__version__} | device: {where} | size: {size}"
 

@@ -1,0 +1,310 @@
+"""Read the built book in a real browser, as a student would, at desktop and phone width.
+
+    python scripts/browser_check.py _build/html            # every page of the toc
+    python scripts/browser_check.py _build/html --pages intro.html chapters/08_muon/muon.html
+
+Headless Debian Chromium driven by Playwright (its own browser download cannot work here). The
+book loads MathJax 3 from a CDN; here it is served from the npm package ``mathjax@3``
+(``.cache/mathjax``, installed by ``make browser-deps``), and every other outside request is
+refused. On each page and width it checks that every formula is typeset without error and no
+raw TeX is left, every image loads, no request fails, nothing makes the page wider than the
+screen, no display equation is clipped (too wide ones must scroll inside themselves), and on a
+phone that ☰ opens the chapter list; one solution dropdown opens; notebook pages link to Colab.
+It prints, per page, the time until the first screen's math is typeset (also with the CPU slowed
+4×, like a mid-range phone) and the page's weight. Failing pages are saved as screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+MATHJAX_DIR = ROOT / ".cache" / "mathjax" / "node_modules" / "mathjax" / "es5"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORTS = {
+    "desktop": {"viewport": {"width": 1400, "height": 900}, "device_scale_factor": 1},
+    "phone": {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+              "has_touch": True},
+}
+THROTTLE = 4  # CPU slowdown for the phone timing
+# Console errors that every jupyter-book 1 page prints and that do no harm.
+HARMLESS = (re.compile(r"THEBE_JS_URL"), re.compile(r"invalid theme mode"))
+
+# Runs in the page: the facts the check judges, gathered in one pass.
+FACTS_JS = """() => {
+  const main = document.querySelector('main');
+  const prose = main.cloneNode(true);
+  prose.querySelectorAll('pre, code, .cell_output, mjx-container, script, style').forEach(e => e.remove());
+  const text = prose.textContent;
+  const raw = [];
+  for (const re of [/\\$\\$/g, /(^|[^\\\\])\\\\\\(/g, /\\\\frac|\\\\mathbb|\\\\begin\\{/g, /\\$[^$\\s][^$]{0,60}\\$/g]) {
+    for (const m of text.matchAll(re)) raw.push(text.slice(Math.max(0, m.index - 30), m.index + 40));
+  }
+  const clipped = [];
+  for (const d of document.querySelectorAll('mjx-container[display="true"]')) {
+    // a display wider than its box must be able to scroll inside itself
+    let box = d, scrolls = false;
+    for (let e = d; e && e !== main; e = e.parentElement) {
+      const o = getComputedStyle(e).overflowX;
+      if (e.scrollWidth > e.clientWidth + 1) { box = e; scrolls = (o === 'auto' || o === 'scroll'); break; }
+    }
+    const wide = d.scrollWidth > (d.parentElement?.clientWidth ?? 1e9) + 1;
+    if (wide && !scrolls) clipped.push(d.textContent.slice(0, 60));
+  }
+  const wideDisplays = [...document.querySelectorAll('mjx-container[display="true"]')]
+    .filter(d => d.scrollWidth > d.clientWidth + 1).length;
+  const imgs = [...main.querySelectorAll('img')];
+  const colab = [...document.querySelectorAll('a')].map(a => a.href)
+    .filter(h => h.includes('colab.research.google.com'));
+  return {
+    math: document.querySelectorAll('mjx-container').length,
+    mathErrors: document.querySelectorAll('mjx-merror').length,
+    raw, clipped, wideDisplays,
+    images: imgs.length,
+    brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+    altless: imgs.filter(i => !i.alt || /\\.png$/.test(i.alt)).map(i => i.src),
+    overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    solutions: document.querySelectorAll('.solution').length,
+    colab,
+  };
+}"""
+
+# Resolves once the math in the first screen is typeset (lazy typesetting does only what is seen).
+FIRST_SCREEN_JS = """async () => {
+  await MathJax.startup.promise;
+  const seen = () => [...document.querySelectorAll('main .math')].filter(e => {
+    const r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight;
+  });
+  for (let i = 0; i < 200; i++) {
+    if (seen().every(e => e.querySelector('mjx-container') || e.tagName === 'MJX-CONTAINER')) break;
+    await new Promise(r => setTimeout(r, 10));
+  }
+  return performance.now();
+}"""
+
+# Typesets everything (scrolling through a lazily typeset page) before the facts are gathered.
+TYPESET_ALL_JS = """async () => {
+  await MathJax.startup.promise;
+  if (MathJax.typesetPromise) await MathJax.typesetPromise();
+  const h = document.documentElement.scrollHeight;
+  for (let y = 0; y < h; y += innerHeight) { scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); }
+  if (MathJax.startup.document.render) MathJax.startup.document.render();
+  await new Promise(r => setTimeout(r, 300));
+  scrollTo(0, 0);
+}"""
+
+
+@dataclass
+class PageReport:
+    page: str
+    width: str
+    problems: list[str] = field(default_factory=list)
+    first_screen_ms: float = 0.0
+    first_screen_slow_ms: float | None = None
+    bytes: int = 0
+    facts: dict = field(default_factory=dict)
+
+
+def toc_pages(html_dir: Path) -> list[str]:
+    """The pages of the book in toc order: intro, then every file of ``_toc.yml``."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    pages = [f"{f}.html" for f in files]
+    missing = [p for p in pages if not (html_dir / p).exists()]
+    if missing:
+        raise FileNotFoundError(f"pages of the toc missing from {html_dir}: {missing}")
+    return pages
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(html_dir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``html_dir`` on a free localhost port in a daemon thread."""
+    handler = functools.partial(_Quiet, directory=str(html_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def missing_requirements() -> str | None:
+    """Why the check cannot run here, or None when it can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the Python package playwright is not installed (requirements.txt has it)"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM}: `make browser-deps` installs it (apt-get, as root)"
+    if not (MATHJAX_DIR / "tex-mml-chtml.js").exists():
+        return f"no MathJax at {MATHJAX_DIR}: `make browser-deps` installs it (npm)"
+    return None
+
+
+def _route_outside(route):
+    url = route.request.url
+    if "/mathjax@3/es5/" in url:
+        path = MATHJAX_DIR / url.split("/mathjax@3/es5/", 1)[1].split("?")[0]
+        if path.is_file():
+            kind = "application/javascript" if path.suffix == ".js" else "font/woff"
+            return route.fulfill(body=path.read_bytes(), content_type=kind)
+    return route.abort()
+
+
+def _open(context, url: str, report: PageReport, errors: list[str], throttle: int = 1):
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and not any(h.search(m.text) for h in HARMLESS)
+            and errors.append(f"console: {m.text[:200]}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+
+    def on_response(r):
+        if r.status >= 400:
+            errors.append(f"HTTP {r.status} {r.url}")
+        try:
+            report.bytes += int(r.headers.get("content-length") or len(r.body()))
+        except Exception:  # a body that is gone (redirect, aborted): no weight to add
+            pass
+
+    page.on("response", on_response)
+    page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), _route_outside)
+    if throttle > 1:
+        cdp = context.new_cdp_session(page)
+        cdp.send("Emulation.setCPUThrottlingRate", {"rate": throttle})
+    start = time.perf_counter()
+    page.goto(url, wait_until="domcontentloaded")
+    ms = page.evaluate(FIRST_SCREEN_JS)
+    return page, ms, (time.perf_counter() - start) * 1000
+
+
+def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | None) -> PageReport:
+    """All checks of one page at one width."""
+    report = PageReport(page_path, width)
+    errors: list[str] = []
+    context = browser.new_context(**VIEWPORTS[width])
+    try:
+        page, ms, _ = _open(context, f"{base}/{page_path}", report, errors)
+        report.first_screen_ms = ms
+        page.wait_for_load_state("load")
+        page.evaluate(TYPESET_ALL_JS)
+        facts = page.evaluate(FACTS_JS)
+        report.facts = facts
+        p = report.problems
+        if facts["mathErrors"]:
+            p.append(f"{facts['mathErrors']} MathJax errors")
+        p += [f"raw TeX in prose: …{r}…" for r in facts["raw"][:5]]
+        p += [f"display equation clipped: {c}" for c in facts["clipped"][:5]]
+        p += [f"image not loaded: {s}" for s in facts["brokenImages"]]
+        p += [f"image without alt text: {s}" for s in facts["altless"][:3]]
+        if facts["overflow"] > 0:
+            p.append(f"the page is {facts['overflow']} px wider than the screen")
+        if page_path.startswith("chapters/") and Path(page_path).stem != "index":
+            nb = page_path.replace(".html", ".ipynb")
+            if not any(h.endswith(f"/blob/main/{nb}") for h in facts["colab"]):
+                p.append(f"no Colab link to …/blob/main/{nb}")
+        if facts["solutions"]:
+            title = page.locator(".solution.dropdown .admonition-title").first
+            title.scroll_into_view_if_needed()
+            title.click()
+            page.wait_for_timeout(300)
+            if not page.locator(".solution.dropdown").first.evaluate(
+                    "e => [...e.children].some(c => !c.classList.contains('admonition-title')"
+                    " && c.getBoundingClientRect().height > 0)"):
+                p.append("a solution does not open when its title is clicked")
+        if width == "phone":
+            page.evaluate("scrollTo(0, 0)")
+            toggle = page.locator("button.primary-toggle:visible").first
+            toggle.click()
+            page.wait_for_timeout(500)
+            links = page.locator(".bd-sidebar-primary a.reference.internal:visible").count()
+            if links < 3:
+                p.append(f"☰ does not open the chapter list ({links} links visible)")
+        p += errors
+        if p and out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out_dir / f"{page_path.replace('/', '_')}_{width}.png"), full_page=False)
+        page.close()
+        if width == "phone":
+            slow, ms, _ = _open(context, f"{base}/{page_path}", PageReport(page_path, width), [], THROTTLE)
+            report.first_screen_slow_ms = ms
+            slow.close()
+    finally:
+        context.close()
+    return report
+
+
+def check_book(html_dir: Path, pages: list[str] | None = None, out_dir: Path | None = None,
+               widths=("desktop", "phone")) -> list[PageReport]:
+    """Check every page of the built book at every width; return the reports."""
+    from playwright.sync_api import sync_playwright
+
+    html_dir = Path(html_dir)
+    pages = pages or toc_pages(html_dir)
+    server, base = serve(html_dir)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                return [check_page(browser, base, p, w, out_dir) for p in pages for w in widths]
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+
+
+def summary(reports: list[PageReport]) -> str:
+    """A table: page, width, first-screen typeset time (and 4× slowed), weight, formulas, problems."""
+    lines = [f"{'page':48} {'width':7} {'1st screen':>10} {'4x CPU':>8} {'KB':>6} {'math':>5} {'wide':>4} problems"]
+    for r in reports:
+        slow = f"{r.first_screen_slow_ms:.0f}" if r.first_screen_slow_ms is not None else "-"
+        lines.append(f"{r.page:48} {r.width:7} {r.first_screen_ms:10.0f} {slow:>8} {r.bytes / 1024:6.0f} "
+                     f"{r.facts.get('math', 0):5d} {r.facts.get('wideDisplays', 0):4d} {len(r.problems)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("html_dir", type=Path)
+    parser.add_argument("--pages", nargs="*")
+    parser.add_argument("--screenshots", type=Path, default=ROOT / "test-reports" / "browser")
+    parser.add_argument("--json", type=Path, help="also write the reports as JSON")
+    args = parser.parse_args(argv)
+    why = missing_requirements()
+    if why:
+        print(f"browser check skipped: {why}")
+        return 2
+    reports = check_book(args.html_dir, args.pages, args.screenshots)
+    print(summary(reports))
+    for r in reports:
+        for problem in r.problems:
+            print(f"FAIL {r.page} [{r.width}]: {problem}")
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in reports], ensure_ascii=False, indent=1))
+    return 1 if any(r.problems for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
