@@ -20,7 +20,12 @@ $(STAMP): requirements.txt code/pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e code
 	touch $(STAMP)
 
-book: $(STAMP)
+# KaTeX typesets the formulas when the book is built (Node.js and npm; without them MathJax does it).
+KATEX := .cache/katex/node_modules/katex/dist/katex.js
+$(KATEX):
+	@npm install -q --prefix .cache/katex katex@0.16.47 >/dev/null || echo "KaTeX could not be installed: formulas are left to MathJax"
+
+book: $(STAMP) $(KATEX)
 	TQDM_DISABLE=1 $(BIN)/jupyter-book build . --all -W -n --keep-going
 	@echo "The book is in _build/html: open $(CURDIR)/_build/html/index.html"
 
@@ -35,7 +40,7 @@ browser-deps:
 	    npm install -q --prefix .cache/mathjax mathjax@3.2.2 >/dev/null || echo "browser check: npm could not install MathJax"
 
 # Two pytest workers share the cores: one torch thread each (more would only contend).
-test: $(STAMP) browser-deps
+test: $(STAMP) $(KATEX) browser-deps
 	NNTRAIN_QUICK=1 TQDM_DISABLE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
 	    tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --junitxml=test-reports/junit.xml

@@ -4,7 +4,8 @@
     python scripts/browser_check.py _build/html --pages intro.html chapters/08_muon/muon.html
 
 Headless Debian Chromium driven by Playwright (its own browser download cannot work here). The
-book loads MathJax 3 from a CDN; here it is served from the npm package ``mathjax@3``
+book's formulas are typeset by KaTeX when it is built; whatever is left to MathJax 3 (loaded from a
+CDN) is typeset in the browser, and here MathJax is served from the npm package ``mathjax@3``
 (``.cache/mathjax``, installed by ``make browser-deps``), and every other outside request is
 refused. On each page and width it checks that every formula is typeset without error and no
 raw TeX is left, every image loads, no request fails, nothing makes the page wider than the
@@ -45,36 +46,47 @@ HARMLESS = (re.compile(r"THEBE_JS_URL"), re.compile(r"invalid theme mode"))
 FACTS_JS = """() => {
   const main = document.querySelector('main');
   const prose = main.cloneNode(true);
-  prose.querySelectorAll('pre, code, .cell_output, mjx-container, script, style').forEach(e => e.remove());
+  prose.querySelectorAll('pre, code, .cell_output, mjx-container, .katex, script, style').forEach(e => e.remove());
   const text = prose.textContent;
   const raw = [];
   for (const re of [/\\$\\$/g, /(^|[^\\\\])\\\\\\(/g, /\\\\frac|\\\\mathbb|\\\\begin\\{/g, /\\$[^$\\s][^$]{0,60}\\$/g]) {
     for (const m of text.matchAll(re)) raw.push(text.slice(Math.max(0, m.index - 30), m.index + 40));
   }
   const clipped = [];
-  for (const d of document.querySelectorAll('mjx-container[display="true"]')) {
-    // a display wider than its box must be able to scroll inside itself
-    let box = d, scrolls = false;
+  const displays = document.querySelectorAll('mjx-container[display="true"], .math-display .katex-display');
+  for (const d of displays) {
+    // a display wider than the column must scroll inside some box of its own, not be cut off
+    if (d.scrollWidth <= main.clientWidth + 1 && d.getBoundingClientRect().right <= innerWidth + 1) continue;
+    let scrolls = false;
     for (let e = d; e && e !== main; e = e.parentElement) {
       const o = getComputedStyle(e).overflowX;
-      if (e.scrollWidth > e.clientWidth + 1) { box = e; scrolls = (o === 'auto' || o === 'scroll'); break; }
+      if ((o === 'auto' || o === 'scroll') && e.clientWidth <= main.clientWidth + 1) { scrolls = true; break; }
     }
-    const wide = d.scrollWidth > (d.parentElement?.clientWidth ?? 1e9) + 1;
-    if (wide && !scrolls) clipped.push(d.textContent.slice(0, 60));
+    if (!scrolls) clipped.push(d.textContent.slice(0, 60));
   }
-  const wideDisplays = [...document.querySelectorAll('mjx-container[display="true"]')]
-    .filter(d => d.scrollWidth > d.clientWidth + 1).length;
+  const wideDisplays = [...displays].filter(d => d.scrollWidth > (d.parentElement?.clientWidth ?? 1e9) + 1).length;
   const imgs = [...main.querySelectorAll('img')];
   const colab = [...document.querySelectorAll('a')].map(a => a.href)
     .filter(h => h.includes('colab.research.google.com'));
   return {
-    math: document.querySelectorAll('mjx-container').length,
-    mathErrors: document.querySelectorAll('mjx-merror').length,
+    math: document.querySelectorAll('mjx-container, .math-katex').length,
+    katex: document.querySelectorAll('.math-katex').length,
+    mathErrors: document.querySelectorAll('mjx-merror, .katex-error').length,
     raw, clipped, wideDisplays,
     images: imgs.length,
     brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
     altless: imgs.filter(i => !i.alt || /\\.png$/.test(i.alt)).map(i => i.src),
-    overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    overflow: (() => {  // how far the page's content reaches past the screen (what makes a phone pan sideways)
+      let worst = 0, what = '';
+      const contained = e => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+        if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return true; } return false; };
+      for (const e of document.querySelectorAll('.bd-article *, .bd-header *')) {  // not the closed drawers
+        const r = e.getBoundingClientRect();
+        const visible = e.textContent.trim() || ['IMG', 'svg', 'CANVAS', 'VIDEO', 'TABLE'].includes(e.tagName);
+        if (visible && r.width && r.right - innerWidth > worst + 1 && !contained(e)) { worst = r.right - innerWidth; what = e.textContent.slice(0, 50); }
+      }
+      return [Math.round(worst), what];
+    })(),
     solutions: document.querySelectorAll('.solution').length,
     colab,
   };
@@ -82,6 +94,10 @@ FACTS_JS = """() => {
 
 # Resolves once the math in the first screen is typeset (lazy typesetting does only what is seen).
 FIRST_SCREEN_JS = """async () => {
+  await document.fonts.ready;  // formulas typeset at build time (KaTeX) are readable once fonts are in
+  if (!document.querySelector('main .math')) return performance.now();  // nothing left to MathJax
+  for (let i = 0; i < 500 && !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++)
+    await new Promise(r => setTimeout(r, 10));
   await MathJax.startup.promise;
   const seen = () => [...document.querySelectorAll('main .math')].filter(e => {
     const r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight;
@@ -95,6 +111,7 @@ FIRST_SCREEN_JS = """async () => {
 
 # Typesets everything (scrolling through a lazily typeset page) before the facts are gathered.
 TYPESET_ALL_JS = """async () => {
+  if (!document.querySelector('main .math')) return;
   await MathJax.startup.promise;
   if (MathJax.typesetPromise) await MathJax.typesetPromise();
   const h = document.documentElement.scrollHeight;
@@ -225,8 +242,9 @@ def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | N
         p += [f"display equation clipped: {c}" for c in facts["clipped"][:5]]
         p += [f"image not loaded: {s}" for s in facts["brokenImages"]]
         p += [f"image without alt text: {s}" for s in facts["altless"][:3]]
-        if facts["overflow"] > 0:
-            p.append(f"the page is {facts['overflow']} px wider than the screen")
+        excess, what = facts["overflow"]
+        if excess > 0:
+            p.append(f"the page reaches {excess} px past the screen («{what.strip()}»)")
         if page_path.startswith("chapters/") and Path(page_path).stem != "index":
             nb = page_path.replace(".html", ".ipynb")
             if not any(h.endswith(f"/blob/main/{nb}") for h in facts["colab"]):
