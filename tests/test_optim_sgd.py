@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nntrain.optim import SGD, heavy_ball_update, sgd_step_, sgd_update
+from nntrain.optim import SGD, compare_step_time, heavy_ball_update, sgd_step_, sgd_update
 
 STEPS = 50
 
@@ -265,3 +265,10 @@ def test_heavy_ball_rejects_bad_beta():
         heavy_ball_update(torch.zeros(1), torch.zeros(1), torch.zeros(1), lr=0.1, beta=1.0)
     with pytest.raises(ValueError, match="learning rate"):
         heavy_ball_update(torch.zeros(1), torch.zeros(1), torch.zeros(1), lr=-0.1, beta=0.5)
+
+
+def test_compare_step_time_runs_both_and_keeps_them_equal():
+    r = compare_step_time(n_params=2_000, repeats=3, warmup=1, width=40)
+    assert r["params"] == 40 * 40 + 40
+    assert r["identical"] is True
+    assert r["ours_s"] > 0 and r["torch_s"] > 0 and r["ratio"] > 0

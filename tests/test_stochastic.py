@@ -197,3 +197,88 @@ def test_train_epochs_same_losses_for_ours_and_torch():
         losses.append(st.train_epochs(model, torch.nn.functional.cross_entropy, X, y, make(model.parameters()),
                                       batch_size=16, epochs=3, generator=_gen(8)))
     assert len(losses[0]) == 12 and losses[0] == losses[1]
+
+
+# ----------------------------------------------------------------- Bottou–Curtis–Nocedal assumption
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.4, 1.0, 1.6, 1.95])
+@pytest.mark.parametrize("mu", [0.5, 1.0])
+def test_bcn_bound_is_exact_on_the_noisy_quadratic(lr, mu):
+    """E g² = s² + ‖∇f‖² exactly (M = s², M_G = 1, L = μ): the bound equals E f(x_k) at every k."""
+    s, x0 = 0.7, 3.0
+    lr = lr / mu  # the whole stability range 0 < α < 2/μ
+    ex = st.noisy_quadratic_exact(x0, lr, mu, s, steps=200)
+    grad2 = 2 * mu * ex.loss  # ‖∇f(x)‖² = μ²x² = 2μ f(x), in expectation
+    assert torch.allclose(ex.grad_sq, s ** 2 + grad2, rtol=1e-12)
+    k = torch.arange(201)
+    bound = st.bcn_constant_step_bound(k, lr, mu, mu, s ** 2, 1.0, ex.loss[0].item())
+    assert torch.allclose(ex.loss, bound, rtol=1e-10, atol=1e-15)
+    assert math.isclose(st.bcn_noise_floor(lr, mu, mu, s ** 2, 1.0), st.noisy_quadratic_plateau(lr, mu, s),
+                        rel_tol=1e-12)
+
+
+def test_bcn_bound_holds_on_least_squares_with_replacement():
+    """Least squares with B = 1 satisfies E‖g‖² ≤ M + M_G‖∇f‖² with M = 2σ*², M_G = 2κ_data; check the bound."""
+    torch.manual_seed(3)
+    X = torch.randn(40, 3, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3 * torch.randn(40, dtype=torch.float64)
+    H = X.T @ X / len(X)
+    eig = torch.linalg.eigvalsh(H)
+    mu, L = eig[0].item(), eig[-1].item()
+    w_star = torch.linalg.solve(H, X.T @ y / len(X))
+    sigma_star2 = st.least_squares_grads(X, y, w_star).pow(2).sum(1).mean().item()
+    # ‖g_i(w)‖² ≤ 2‖x_i‖⁴‖w − w*‖² + 2‖g_i(w*)‖² and ‖w − w*‖² ≤ ‖∇f‖²/μ²
+    M, M_G = 2 * sigma_star2, max(1.0, 2 * X.pow(2).sum(1).pow(2).mean().item() / mu ** 2)
+    lr = 1 / (L * M_G)
+    idx = torch.stack([st.index_schedule(40, 1, 400, "replacement", _gen(r)) for r in range(400)])
+    f_star = st.least_squares_loss(X, y, w_star).item()
+    losses = st.sgd_least_squares(X, y, torch.zeros(3, dtype=torch.float64), lr, idx).mean(0) - f_star
+    bound = st.bcn_constant_step_bound(torch.arange(401), lr, mu, L, M, M_G, losses[0].item())
+    assert (losses <= bound).all()
+    assert st.bcn_noise_floor(lr, mu, L, M, M_G) <= L * M * lr / (2 * mu)
+
+
+def test_bcn_errors():
+    with pytest.raises(ValueError, match="2/\\(L M_G\\)"):
+        st.bcn_constant_step_bound(1, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="M_G >= 1"):
+        st.bcn_noise_floor(0.1, 1.0, 1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        st.bcn_constant_step_bound(-1, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def test_time_per_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    X, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    times = st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [1, 4, 32], repeat=3, warmup=1)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="batch size"):
+        st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [64])
+    with pytest.raises(ValueError, match="positive int"):
+        st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [0])
+
+
+def test_robbins_monro_step_of_the_exercise_keeps_the_o_one_over_k_bound():
+    """Exercise 3: α_k = 1/(μ(k+1)) gives E f(x_k) − f* ≤ L·C0²/(2μ²k) (C0² the largest second moment)."""
+    mu, s, x0 = 1.5, 0.8, 2.0
+    k = torch.arange(3000, dtype=torch.float64)
+    ex = st.noisy_quadratic_exact(x0, 1 / (mu * (k + 1)), mu, s)
+    c2_max = ex.grad_sq.max().item()
+    bound = st.kns_decreasing_step_bound(torch.arange(1, 3001), mu, mu, c2_max)
+    assert (ex.loss[1:] <= bound).all()
+
+
+@pytest.mark.parametrize("lrs", ["constant", "robbins_monro"])
+def test_nonconvex_theorem_inequality_on_the_quadratic(lrs):
+    """Σ α_k E‖∇f(x_k)‖² ≤ 2(f(x_0) − f*) + L·M·Σ α_k² with M = s², M_G = 1, α_k ≤ 1/L."""
+    mu, s, x0, K = 1.0, 1.0, 3.0, 2000
+    k = torch.arange(K, dtype=torch.float64)
+    alphas = torch.full((K,), 0.3, dtype=torch.float64) if lrs == "constant" else 1 / (k + 1)
+    ex = st.noisy_quadratic_exact(x0, alphas, mu, s)
+    grad2 = 2 * mu * ex.loss[:-1]  # E|f'(x_k)|² = μ² E x_k²
+    lhs = torch.cumsum(alphas * grad2, 0)
+    rhs = 2 * ex.loss[0] + mu * s ** 2 * torch.cumsum(alphas ** 2, 0)
+    assert (lhs <= rhs).all()

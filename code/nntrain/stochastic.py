@@ -7,8 +7,10 @@
 * SGD on a noisy 1-D quadratic f(x) = μx²/2 with gradient μx + sξ, ξ ~ N(0, 1): many independent
   runs at once, and the exact expectations E f(x_k), E g_k² from their closed recursion;
 * the bounds of Karimi, Nutini & Schmidt 2016 (arXiv 1608.04636, Theorem 4) for constant and
-  decreasing steps;
-* SGD on least squares, vectorised over independent runs, and a plain mini-batch training loop.
+  decreasing steps, and the constant-step bound under the consistent assumption
+  E‖g‖² ≤ M + M_G‖∇f‖² of Bottou, Curtis & Nocedal 2018 (arXiv 1606.04838, Assumption 4.3);
+* SGD on least squares, vectorised over independent runs, and a plain mini-batch training loop;
+* the wall-clock time of one forward and backward pass as a function of the batch size.
 
 Everything here is a pure function of its inputs and an explicit ``torch.Generator``.
 """
@@ -29,7 +31,8 @@ __all__ = [
     "minibatch_variance", "exact_minibatch_variance", "minibatch_variance_theory", "QuadraticRun", "noisy_quadratic_sgd",
     "noisy_quadratic_exact", "noisy_quadratic_plateau", "noisy_quadratic_stationary_c2",
     "kns_constant_step_bound", "kns_decreasing_steps", "kns_decreasing_step_bound",
-    "least_squares_loss", "sgd_least_squares", "train_epochs",
+    "bcn_constant_step_bound", "bcn_noise_floor",
+    "least_squares_loss", "sgd_least_squares", "train_epochs", "time_per_batch",
 ]
 
 # How the examples of a mini-batch are drawn (see index_schedule).
@@ -273,6 +276,44 @@ def kns_decreasing_step_bound(k: Tensor | int, mu: float, L: float, c2: float) -
     return L * c2 / (2 * mu ** 2 * k)
 
 
+# --------------------------------------------------------------------------- Bottou–Curtis–Nocedal, Assumption 4.3
+
+
+def _check_bcn(lr: float, mu: float, L: float, M: float, M_G: float) -> float:
+    """Check the hypotheses and return the contraction ρ = αμ(2 − LαM_G) of one step."""
+    if not (mu > 0 and L >= mu and M >= 0 and M_G >= 1):
+        raise ValueError(f"need mu > 0, L >= mu, M >= 0 and M_G >= 1; got mu={mu}, L={L}, M={M}, M_G={M_G}")
+    if not 0 < lr < 2 / (L * M_G):
+        raise ValueError(f"the bound needs 0 < lr < 2/(L M_G) = {2 / (L * M_G)}, got lr={lr}")
+    return lr * mu * (2 - L * lr * M_G)
+
+
+def bcn_noise_floor(lr: float, mu: float, L: float, M: float, M_G: float) -> float:
+    """The limit L·M·α / (2μ(2 − L·α·M_G)) of :func:`bcn_constant_step_bound` as k → ∞.
+
+    For α ≤ 1/(L·M_G) it is at most L·M·α/(2μ), the floor of Bottou, Curtis & Nocedal's Theorem 4.6.
+    """
+    _check_bcn(lr, mu, L, M, M_G)
+    return L * M * lr / (2 * mu * (2 - L * lr * M_G))
+
+
+def bcn_constant_step_bound(k: Tensor | int, lr: float, mu: float, L: float, M: float, M_G: float,
+                            gap0: float) -> Tensor:
+    """E f(x_k) − f* ≤ F + (1 − ρ)^k·(f(x_0) − f* − F),  F = L·M·α/(2μ(2 − LαM_G)),  ρ = αμ(2 − LαM_G).
+
+    Hypotheses (chapter 2, «Стохастический градиентный спуск»): f is L-smooth and μ-PL, the
+    stochastic gradient is unbiased and E[‖g‖² | x] ≤ M + M_G‖∇f(x)‖² at EVERY x (Bottou, Curtis &
+    Nocedal 2018, Assumption 4.3, with M_G ≥ 1), constant step 0 < α < 2/(L·M_G). Unlike a uniform
+    bound E‖g‖² ≤ C², this assumption can hold on all of ℝᵈ together with the PL condition.
+    """
+    rho = _check_bcn(lr, mu, L, M, M_G)
+    k = torch.as_tensor(k, dtype=torch.float64)
+    if (k < 0).any():
+        raise ValueError("the step number k must be >= 0")
+    floor = bcn_noise_floor(lr, mu, L, M, M_G)
+    return floor + (1 - rho) ** k * (gap0 - floor)
+
+
 # --------------------------------------------------------------------------- least squares and training
 
 
@@ -328,3 +369,29 @@ def train_epochs(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Ten
             optimizer.step()
             losses.append(loss.item())
     return losses
+
+
+def time_per_batch(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], X: Tensor, y: Tensor,
+                   batch_sizes: Sequence[int], repeat: int = 20, warmup: int = 3) -> list[float]:
+    """Median wall-clock seconds of one forward and backward pass on the first B rows, for each B.
+
+    The parameters' gradients are zeroed before every pass (as a training step does); the model
+    is not updated, so every pass does the same work.
+    """
+    from .measure import time_fn
+
+    sizes = [check_positive_int("batch size", b) for b in batch_sizes]
+    if not sizes or max(sizes) > len(X) or len(X) != len(y):
+        raise ValueError(f"need 1 <= batch size <= {len(X)} rows (and as many labels), got {sizes}")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def pass_of(b: int) -> Callable[[], None]:
+        xb, yb = X[:b], y[:b]
+
+        def run() -> None:
+            for p in params:
+                p.grad = None
+            loss_fn(model(xb), yb).backward()
+        return run
+
+    return [time_fn(pass_of(b), repeat=repeat, warmup=warmup) for b in sizes]
