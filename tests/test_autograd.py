@@ -212,19 +212,19 @@ def test_train_mlp_learns_and_matches_torch_sgd():
     losses = ag.train_mlp(model, x, y, epochs=30, batch_size=64, lr=0.5, rng=np.random.default_rng(0), progress=False)
     assert losses[-1] < 0.5 * losses[0]
     assert ag.accuracy(model, x, y) > 0.9
-    twin_losses = ag.train_torch_twin(twin, x, y, epochs=30, batch_size=64, lr=0.5, rng=np.random.default_rng(0),
+    twin_losses = ag.train_torch_reference(twin, x, y, epochs=30, batch_size=64, lr=0.5, rng=np.random.default_rng(0),
                                       progress=False)
     np.testing.assert_allclose(losses, twin_losses, rtol=1e-10)
     np.testing.assert_allclose(model.layers[0].W.data, twin[0].weight.detach().numpy().T, atol=1e-10)
 
 
-def test_minibatch_training_matches_torch_twin_step_by_step():
+def test_minibatch_training_matches_torch_reference_step_by_step():
     rng = np.random.default_rng(10)
     x, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
     model = ag.MLP([6, 8, 8, 3], rng, activation="tanh")
     twin = model.to_torch()
     ours = ag.train_mlp(model, x, y, 3, 16, 0.1, np.random.default_rng(1), progress=False)
-    theirs = ag.train_torch_twin(twin, x, y, 3, 16, 0.1, np.random.default_rng(1), progress=False)
+    theirs = ag.train_torch_reference(twin, x, y, 3, 16, 0.1, np.random.default_rng(1), progress=False)
     assert len(ours) == 3 * 4
     np.testing.assert_allclose(ours, theirs, rtol=1e-10)
 
@@ -337,19 +337,106 @@ def test_graph_drawing_places_every_node_once():
         graphplot.draw_graph(np.ones(3))
 
 
-def test_random_program_check_catches_a_broken_rule(monkeypatch):
+def test_random_program_check_catches_a_broken_rule():
     original = ag._RULES["sigmoid"]
 
     def slightly_wrong(xs, params):
         out, vjp, saved = original.rule(xs, params)
         return out, (lambda g: (vjp(g)[0] * (1 + 1e-5),)), saved
 
-    monkeypatch.setitem(ag._RULES, "sigmoid", ag.OpRule(1, slightly_wrong))
     rng = np.random.default_rng(0)
     caught = used = 0
-    for _ in range(60):
-        program = ag.random_program(rng, n_ops=20)
-        if "sigmoid" in program.ops_used():
-            used += 1
-            caught += not ag.check_against_torch(program, ag.random_inputs(program, rng)).ok
+    with ag.override_op("sigmoid", slightly_wrong):
+        for _ in range(60):
+            program = ag.random_program(rng, n_ops=20)
+            if "sigmoid" in program.ops_used():
+                used += 1
+                caught += not ag.check_against_torch(program, ag.random_inputs(program, rng)).ok
     assert used >= 10 and caught >= used // 2, (caught, used)
+    assert ag._RULES["sigmoid"] is original  # the with block put the rule back
+
+
+def test_the_chapters_400_random_programs_match_torch():
+    """The chapter's check at full size: 400 programs with 1–29 random operations, every operation used."""
+    rng = np.random.default_rng(2024)
+    programs = [ag.random_program(rng, n_ops=int(rng.integers(1, 30))) for _ in range(400)]
+    results = [ag.check_against_torch(p, ag.random_inputs(p, rng)) for p in programs]
+    assert set().union(*(p.ops_used() for p in programs)) == set(ag.OPS)
+    assert all(r.ok for r in results)
+    # far below the tolerance 1e-10: round-off, not a wrong rule
+    assert max(r.max_scaled_diff for r in results) < 1e-11
+
+
+def _sin_rule(xs, params):
+    (a,) = xs
+    return np.sin(a), (lambda g: (g * np.cos(a),)), (a,)
+
+
+def test_register_op_adds_an_operation_that_matches_torch():
+    try:
+        assert ag.register_op("sin", _sin_rule) is None
+        assert "sin" in ag.ops() and "sin" not in ag.OPS
+        x0 = np.random.default_rng(0).standard_normal((3, 4))
+        x = Tensor(x0, requires_grad=True)
+        (Tensor.apply("sin", x) * x).sum().backward()
+        xt = torch.tensor(x0, requires_grad=True)
+        (torch.sin(xt) * xt).sum().backward()
+        np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-13)
+        with pytest.raises(ValueError, match="exists already"):
+            ag.register_op("sin", _sin_rule)
+        assert ag.register_op("sin", _sin_rule, replace=True).rule is _sin_rule
+    finally:
+        ag._RULES.pop("sin", None)
+    with pytest.raises(ValueError, match="unknown operation 'sin'"):
+        Tensor.apply("sin", Tensor(1.0))
+
+
+def test_register_op_rejects_bad_input():
+    with pytest.raises(ValueError, match="identifier"):
+        ag.register_op("not a name", _sin_rule)
+    with pytest.raises(TypeError, match="callable"):
+        ag.register_op("sin2", 42)
+    with pytest.raises(ValueError, match="arity"):
+        ag.register_op("sin2", _sin_rule, arity=0)
+    with pytest.raises(ValueError, match="params"):
+        ag.register_op("sin2", _sin_rule, params=("a b",))
+    with pytest.raises(ValueError, match="unknown operation"):
+        with ag.override_op("no_such_op", _sin_rule):
+            pass
+    assert "sin2" not in ag.ops()
+
+
+def test_override_op_restores_the_rule_even_after_an_error():
+    original = ag._RULES["relu"]
+
+    def relu_keep_output(xs, params):
+        out = np.maximum(xs[0], 0.0)
+        return out, (lambda g: (g * (out > 0),)), (out,)
+
+    with pytest.raises(RuntimeError):
+        with ag.override_op("relu", relu_keep_output):
+            assert ag._RULES["relu"].rule is relu_keep_output
+            raise RuntimeError("boom")
+    assert ag._RULES["relu"] is original
+
+
+def test_relu_that_keeps_its_output_saves_the_masks_bytes():
+    """Exercise 4 of the chapter: L·B·h bytes of masks disappear."""
+    def relu_keep_output(xs, params):
+        out = np.maximum(xs[0], 0.0)
+        return out, (lambda g: (g * (out > 0),)), (out,)
+
+    def saved(model):
+        x = Tensor(np.random.default_rng(1).standard_normal((64, 64)), dtype=np.float32)
+        loss = ag.cross_entropy(model(x), np.zeros(64, dtype=np.int64))
+        return ag.saved_bytes(loss, exclude=model.parameters())
+
+    model = ag.MLP([64, 128, 128, 10], np.random.default_rng(0), dtype=np.float32)
+    before = saved(model)
+    with ag.override_op("relu", relu_keep_output):
+        after = saved(model)
+    assert before - after == 2 * 64 * 128
+
+
+def test_train_torch_twin_is_the_old_name():
+    assert ag.train_torch_twin is ag.train_torch_reference

@@ -120,3 +120,20 @@ def test_gradcheck_param_on_our_mlp_float64_and_float32():
     assert errors[np.float64] < 1e-8 < 1e-5 < errors[np.float32] < 1e-1
     with pytest.raises(ValueError, match="requires_grad"):
         gc.gradcheck_param(lambda: None, ag.tensor(1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_model_bounds_the_measured_error(dtype):
+    """Each of f(x ± h) off by up to ε|f| gives round-off ε|f|/h: the model is an upper bound."""
+    eps = float(np.finfo(dtype).eps)
+    hs = np.logspace(np.log10(eps) + 2, -1, 60)  # away from the shelf where 1 ± h rounds to 1
+    measured = gc.error_vs_h(np.exp, np.e, 1.0, hs, dtype=dtype)
+    assert np.all(measured <= 2 * gc.error_model(hs, eps, np.e, np.e))
+
+
+def test_optimal_step_minimises_the_error_model():
+    eps = float(np.finfo(np.float64).eps)
+    h_star = gc.optimal_step(eps, f_value=2.0, third_derivative=3.0)
+    hs = h_star * np.array([0.5, 0.9, 1.0, 1.1, 2.0])
+    values = gc.error_model(hs, eps, 2.0, 3.0)
+    assert np.argmin(values) == 2

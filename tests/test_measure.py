@@ -1,5 +1,7 @@
 """nntrain.measure: FLOP counts against closed forms, forward vs reverse mode, timing."""
 
+import math
+
 import pytest
 import torch
 
@@ -67,3 +69,35 @@ def test_time_fn_and_errors():
         measure.gradient_by_reverse_mode(lambda v: v * 2, torch.randn(3))
     with pytest.raises(ValueError, match="positive"):
         measure.mlp_flops_formula(0, [3, 2])
+
+
+@pytest.mark.parametrize("activation,init_scale", [("tanh", 0.5), ("tanh", 2.0), ("relu", 1.0), ("relu", 2.0)])
+def test_gradient_gain_is_bounded_by_the_product_of_spectral_norms(activation, init_scale):
+    for depth in (1, 3, 8):
+        gain = measure.gradient_gain(depth, activation, init_scale, width=32, batch=8, seed=depth)
+        assert 0 < gain.gain_first <= gain.bound * (1 + 1e-12)
+
+
+def test_gradient_gain_of_relu_follows_the_mean_field_factor():
+    """E‖Wm‖² = g²‖m‖² and half of ReLU's slopes are 1: the norm changes by about g/√2 per layer."""
+    depth = 24
+    for scale in (1.0, 2.0**0.5, 2.0):
+        gain = measure.gradient_gain(depth, "relu", scale, width=256, batch=64, seed=1, bound=False).gain
+        expected = (scale / 2**0.5) ** depth
+        assert expected / 3 < gain < expected * 3, (scale, gain, expected)
+    assert math.isnan(measure.gradient_gain(2, "relu", bound=False).bound)  # no SVDs asked for
+
+
+def test_gradient_gain_of_a_linear_network_with_orthogonal_like_scale():
+    """With no nonlinearity and scale 1 the expected squared gain is exactly 1 per layer."""
+    gain = measure.gradient_gain(16, "linear", 1.0, width=256, batch=64, seed=2, bound=False).gain
+    assert 0.5 < gain < 2.0
+
+
+def test_gradient_gain_rejects_bad_input():
+    with pytest.raises(ValueError, match="activation"):
+        measure.gradient_gain(2, "gelu")
+    with pytest.raises(ValueError, match="depth"):
+        measure.gradient_gain(0)
+    with pytest.raises(ValueError, match="init_scale"):
+        measure.gradient_gain(2, init_scale=0.0)

@@ -6,20 +6,22 @@ turns the gradient of the loss with respect to the output into gradients with re
 inputs. ``backward()`` sorts the graph topologically and calls the VJPs from the loss back to the
 leaves, adding up the contributions of nodes that are used several times.
 
-The functional core is the table of rules ``_RULES``: for each operation, a pure function
-``(arrays, params) -> (output, vjp, saved)``. ``saved`` lists the arrays that the VJP keeps alive:
+The functional core is a table of rules: for each operation, a pure function
+``(arrays, params) -> (output, vjp, saved)``. :func:`register_op` adds a rule to the table (and
+:func:`override_op` swaps one in for a ``with`` block), so a reader can extend the engine. ``saved`` lists the arrays that the VJP keeps alive:
 it is what a real framework stores between the forward and the backward pass (chapter 3 counts
 those bytes). The :class:`Tensor` class is a thin wrapper around the rules.
 
-The same module holds the library twin used to check it: ``TORCH_OPS`` runs the very same
-programs with ``torch`` (see :func:`random_program` and :func:`run_program`), and a small
-:class:`MLP` trained with :func:`train_mlp`.
+The same module holds the reference implementation used to check it: the very same programs
+run with ``torch`` (see :func:`random_program` and :func:`run_program`), and a small
+:class:`MLP` trained with :func:`train_mlp` next to ``torch.optim.SGD`` (:func:`train_torch_reference`).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,12 +34,13 @@ Vjp = Callable[[np.ndarray], tuple]
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` down to ``shape``: the VJP of NumPy broadcasting.
 
-    If ``x`` of shape ``(1, n)`` was broadcast to ``(m, n)``, each of its entries was used ``m``
-    times, so its gradient is the sum of the ``m`` copies' gradients.
+    If ``x`` of shape ``(1, n)`` was broadcast to ``(m, n)``, each of its entries was
+    used ``m`` times, so its gradient is the sum of the ``m`` copies' gradients.
     """
     extra = grad.ndim - len(shape)
     if extra < 0:
-        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} to the larger shape {shape}")
+        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} "
+                         f"to the larger shape {shape}")
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
@@ -127,7 +130,8 @@ def _log(xs, p):
 def _matmul(xs, p):
     a, b = xs
     if a.ndim < 2 or b.ndim < 2:
-        raise ValueError(f"matmul: both operands need at least 2 dimensions, got shapes {a.shape} and {b.shape}")
+        raise ValueError(f"matmul: both operands need at least 2 dimensions, "
+                         f"got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"(inner dimensions {a.shape[-1]} != {b.shape[-2]})")
@@ -264,7 +268,56 @@ _RULES: dict[str, OpRule] = {
     "log_softmax": OpRule(1, _log_softmax_rule, ("axis",)),
     "cross_entropy": OpRule(1, _cross_entropy, ("targets",)),
 }
-OPS = tuple(_RULES)
+OPS = tuple(_RULES)  # the built-in operations (the random programs use exactly these)
+
+
+def ops() -> tuple[str, ...]:
+    """The names of all operations the engine knows now: the built-in ones and the registered ones."""
+    return tuple(_RULES)
+
+
+def register_op(name: str, rule: Callable, arity: int = 1, params: Sequence[str] = (),
+                replace: bool = False) -> OpRule | None:
+    """Add operation ``name`` to the engine; ``Tensor.apply(name, *inputs, **params)`` then runs it.
+
+    ``rule(arrays, params) -> (output, vjp, saved)``: ``arrays`` is the list of the ``arity`` input
+    arrays, ``params`` a dict of the keyword parameters named in ``params``; ``vjp(g)`` returns one
+    gradient per input (a tuple); ``saved`` is the tuple of arrays the VJP keeps for the backward pass.
+    An existing operation is replaced only with ``replace=True``. Returns the rule it replaced (or None),
+    so that a caller can put it back; :func:`override_op` does that for a ``with`` block.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"an operation name is a Python identifier, got {name!r}")
+    if not callable(rule):
+        raise TypeError(f"rule must be callable as rule(arrays, params), got {type(rule).__name__}")
+    if not isinstance(arity, int) or isinstance(arity, bool) or arity < 1:
+        raise ValueError(f"arity must be a positive integer, got {arity!r}")
+    params = tuple(params)
+    if not all(isinstance(p, str) and p.isidentifier() for p in params):
+        raise ValueError(f"params must be names of keyword parameters, got {params!r}")
+    previous = _RULES.get(name)
+    if previous is not None and not replace:
+        raise ValueError(f"operation {name!r} exists already; pass replace=True to replace its rule")
+    _RULES[name] = OpRule(arity, rule, params)
+    return previous
+
+
+@contextmanager
+def override_op(name: str, rule: Callable, arity: int | None = None,
+                params: Sequence[str] | None = None) -> Iterator[None]:
+    """Use ``rule`` for the existing operation ``name`` inside a ``with`` block, then restore the old rule.
+
+    Arity and parameters default to those of the rule being replaced.
+    """
+    if name not in _RULES:
+        raise ValueError(f"unknown operation {name!r}; supported: {', '.join(ops())}")
+    old = _RULES[name]
+    register_op(name, rule, old.arity if arity is None else arity,
+                old.params if params is None else params, replace=True)
+    try:
+        yield
+    finally:
+        _RULES[name] = old
 
 # --------------------------------------------------------------------------- the Tensor
 
@@ -325,7 +378,7 @@ class Tensor:
     def apply(op: str, *inputs: "Tensor | ArrayLike", **params) -> "Tensor":
         """Run operation ``op`` on ``inputs`` and record it in the graph."""
         if op not in _RULES:
-            raise ValueError(f"unknown operation {op!r}; supported: {', '.join(OPS)}")
+            raise ValueError(f"unknown operation {op!r}; supported: {', '.join(ops())}")
         spec = _RULES[op]
         if len(inputs) != spec.arity:
             raise TypeError(f"{op} takes {spec.arity} tensor argument(s), got {len(inputs)}")
@@ -394,20 +447,24 @@ class Tensor:
     def backward(self, grad: ArrayLike | None = None) -> None:
         """Fill ``.grad`` of every node that leads to this one: reverse-mode AD.
 
-        ``grad`` is the seed dL/d(self); it may be omitted only for a scalar (then it is 1).
-        Leaves accumulate gradients across calls (like torch: zero them between steps).
+        ``grad`` is the initial gradient dL/d(self) (the "seed"); it may be omitted only
+        for a scalar, then it is dL/dL = 1. Leaves accumulate gradients across calls
+        (like torch: zero them between steps).
         """
         if not self.requires_grad:
-            raise RuntimeError("backward(): this tensor does not depend on any tensor with requires_grad=True")
+            raise RuntimeError("backward(): this tensor does not depend on any tensor "
+                               "with requires_grad=True")
         if grad is None:
             if self.data.size != 1:
-                raise RuntimeError(f"backward() without a seed gradient works only for a scalar; this tensor "
-                                   f"has shape {self.shape}: pass grad= of that shape (e.g. np.ones)")
+                raise RuntimeError(f"backward() without a seed gradient works only for "
+                                   f"a scalar; this tensor has shape {self.shape}: "
+                                   f"pass grad= of that shape (e.g. np.ones)")
             seed = np.ones_like(self.data)
         else:
             seed = np.asarray(grad, dtype=self.dtype)
             if seed.shape != self.shape:
-                raise ValueError(f"backward(): seed gradient has shape {seed.shape}, the tensor has shape {self.shape}")
+                raise ValueError(f"backward(): seed gradient has shape {seed.shape}, "
+                                 f"the tensor has shape {self.shape}")
         order = topological_order(self)
         grads: dict[int, np.ndarray] = {id(self): seed}
         for node in reversed(order):  # from the output back to the inputs
@@ -417,11 +474,12 @@ class Tensor:
             if node.op == "leaf":
                 node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
-            node.grad = g  # intermediate nodes keep this call's gradient (like retain_grad)
+            node.grad = g  # intermediate nodes keep this call's gradient (retain_grad)
             for parent, pg in zip(node.parents, node._vjp(g)):
                 if parent.requires_grad:
                     # a node used several times receives the sum of its gradients
-                    grads[id(parent)] = grads[id(parent)] + pg if id(parent) in grads else pg
+                    key = id(parent)
+                    grads[key] = grads[key] + pg if key in grads else pg
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -787,7 +845,7 @@ class MLP:
         return sum(p.data.size for p in self.parameters())
 
     def to_torch(self):
-        """The same network as ``torch.nn.Sequential`` with the same weights (its twin)."""
+        """The same network as ``torch.nn.Sequential`` with the same weights (the reference implementation)."""
         import torch
 
         acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
@@ -844,9 +902,9 @@ def _batch_order(n: int, epochs: int, batch_size: int, rng: np.random.Generator,
             yield order[start:start + batch_size]
 
 
-def train_torch_twin(net, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float,
-                     rng: np.random.Generator, progress: bool = True) -> list[float]:
-    """The library twin of :func:`train_mlp`: ``torch.optim.SGD`` on the same mini-batches in the same order.
+def train_torch_reference(net, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float,
+                          rng: np.random.Generator, progress: bool = True) -> list[float]:
+    """The reference for :func:`train_mlp`: ``torch.optim.SGD`` on the same mini-batches in the same order.
 
     Given ``net = model.to_torch()`` and a generator in the same state, the two loss curves agree
     to float rounding.
@@ -867,3 +925,6 @@ def train_torch_twin(net, x: np.ndarray, y: np.ndarray, epochs: int, batch_size:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+train_torch_twin = train_torch_reference  # the former name, kept for existing callers

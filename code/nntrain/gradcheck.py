@@ -3,7 +3,9 @@
 Why: an analytic gradient (derived by hand or by an autograd engine) can be silently wrong. The
 central difference (f(x + h e_i) − f(x − h e_i)) / 2h estimates each partial derivative with an
 error of two kinds: truncation ≈ h²|f'''|/6 (smaller h is better) and round-off ≈ ε|f|/h
-(larger h is better). Their sum is smallest at h* = (3ε|f|/|f'''|)^{1/3} ~ ε^{1/3}: for
+(larger h is better): each computed value f(x ± h) may be off by up to about ε|f| (a few
+roundings of u = ε/2 each), so their difference by up to 2ε|f|, and dividing by 2h gives ε|f|/h.
+Their sum is smallest at h* = (3ε|f|/|f'''|)^{1/3} ~ ε^{1/3}: for
 |f| = |f'''| about 9e-6 in float64 and 7e-3 in float32, with a best error ~ε^{2/3} (4e-11 and 3e-5).
 Hence gradient checks are done in float64.
 """
@@ -111,7 +113,10 @@ def error_vs_h(f: Callable, dfdx: float, x0: float, hs: np.ndarray, dtype=np.flo
 
 
 def error_model(hs: np.ndarray, eps: float, f_value: float, third_derivative: float) -> np.ndarray:
-    """The bound h²|f'''|/6 + ε|f|/h: truncation plus round-off of a central difference."""
+    """The bound h²|f'''|/6 + ε|f|/h: truncation plus round-off of a central difference.
+
+    Round-off: each of f(x ± h) is off by up to ε|f|, their difference by up to 2ε|f|, divided by 2h.
+    """
     hs = np.asarray(hs, dtype=np.float64)
     return hs**2 * abs(third_derivative) / 6 + eps * abs(f_value) / hs
 

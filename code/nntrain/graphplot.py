@@ -48,7 +48,7 @@ def layout(root: Tensor) -> dict[int, tuple[float, float]]:
     return pos
 
 
-_SHORT = {"cross_entropy": "cross-\nentropy", "log_softmax": "log-\nsoftmax"}
+_SHORT = {"cross_entropy": "кросс-\nэнтропия", "log_softmax": "log-\nsoftmax"}
 
 
 def node_label(node: Tensor) -> str:
@@ -75,7 +75,10 @@ def draw_graph(root: Tensor, ax=None, show_backward: bool = True, title: str | N
     if ax is None:
         width = 1.3 * (max(x for x, _ in pos.values()) + 1)
         height = 1.1 * max(2, max(abs(y) for _, y in pos.values()) * 2 + 1)
-        _, ax = plt.subplots(figsize=(max(6.0, width), max(2.8, height)))
+        from .plot import PAGE_WIDTH
+
+        # never wider than the page: a wider figure is shrunk on the page and its labels get unreadable
+        _, ax = plt.subplots(figsize=(min(PAGE_WIDTH, max(6.0, width)), max(2.8, height)))
     for node in order:
         for parent in node.parents:
             (x0, y0), (x1, y1) = pos[id(parent)], pos[id(node)]
@@ -105,7 +108,7 @@ def draw_graph(root: Tensor, ax=None, show_backward: bool = True, title: str | N
                plt.Line2D([], [], marker="s", ls="", color=PALETTE[5], label="операции")]
     if not show_backward:
         handles.pop(1)
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles), fontsize=8.5)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8.5)
     if title:
         ax.set_title(title)
     return ax

@@ -124,3 +124,66 @@ def time_fn(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float
         sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+# --------------------------------------------------------------- vanishing and exploding gradients
+
+_GAIN_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "linear": lambda z: z}
+
+
+@dataclass(frozen=True)
+class GradientGain:
+    """How a gradient changes on its way from the output of a deep MLP back to its input.
+
+    ``gain`` — the root mean square over the examples of ‖∂(uᵀh_L)/∂h_0‖ for unit vectors u,
+    that is ‖J_1ᵀ⋯J_Lᵀ u‖; ``bound`` — Π_ℓ ‖J_ℓ‖₂ (spectral norms), which bounds it for every
+    example, computed for the first example together with its own ``gain_first``.
+    """
+    activation: str
+    init_scale: float
+    depth: int
+    gain: float
+    gain_first: float
+    bound: float
+
+
+def gradient_gain(depth: int, activation: str = "tanh", init_scale: float = 1.0, width: int = 128,
+                  batch: int = 32, seed: int = 0, bound: bool = True) -> GradientGain:
+    """Push a unit gradient back through ``depth`` random layers h_ℓ = σ(W_ℓᵀ h_{ℓ−1}) (float64).
+
+    The weights W_ℓ (width × width) are N(0, init_scale²/width), biases zero, inputs N(0, I).
+    Per example (a column vector) the layer's Jacobian is J_ℓ = diag(σ'(z_ℓ)) W_ℓᵀ, so the input
+    gradient is J_1ᵀ⋯J_Lᵀ u and its norm is at most Π‖J_ℓ‖₂ · ‖u‖. ``bound=False`` skips the
+    spectral norms (one SVD per layer). In the batch the layers are rows: H_ℓ = σ(H_{ℓ−1} W_ℓ).
+    """
+    if activation not in _GAIN_ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_GAIN_ACTIVATIONS)}")
+    for name, value in (("depth", depth), ("width", width), ("batch", batch)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be positive, got {init_scale}")
+    sigma = _GAIN_ACTIVATIONS[activation]
+    gen = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64)
+    weights = [torch.randn(width, width, generator=gen, **f64) * (init_scale / width**0.5) for _ in range(depth)]
+    x = torch.randn(batch, width, generator=gen, **f64).requires_grad_()
+    u = torch.randn(batch, width, generator=gen, **f64)
+    u = u / u.norm(dim=1, keepdim=True)
+    h, pre = x, []
+    for w in weights:
+        z = h @ w
+        pre.append(z.detach())
+        h = sigma(z)
+    (g,) = torch.autograd.grad((h * u).sum(), x)
+    norms = g.norm(dim=1)
+    product = float("nan")
+    if bound:
+        product = 1.0
+        for w, z in zip(weights, pre):
+            zr = z[0].clone().requires_grad_()
+            (slope,) = torch.autograd.grad(sigma(zr).sum(), zr)  # σ'(z) of the first example
+            jac = slope[:, None] * w.T  # J_ℓ = diag(σ'(z_ℓ)) W_ℓᵀ
+            product *= float(torch.linalg.matrix_norm(jac, ord=2))
+    return GradientGain(activation, float(init_scale), depth, float(norms.pow(2).mean().sqrt()),
+                        float(norms[0]), product)
