@@ -13,6 +13,7 @@ Tests import this module to check the committed notebooks.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import sys
@@ -34,6 +35,9 @@ MAX_FIGURE_PIXELS = 800  # nntrain.plot.MAX_PIXELS: wider figures are shrunk bel
 # Notebook-level metadata that may stay; everything else (widgets state, papermill, ...) goes.
 KEEP_NB_METADATA = {"kernelspec", "language_info", "colab", "accelerator", "nntrain"}
 STATUS_PAGE = ROOT / "status.md"
+# Chapters whose point needs a GPU open in Colab on a GPU runtime (Colab reads this metadata).
+GPU_CHAPTERS = {"03_memory", "07_mixed_precision", "08_muon"}
+COLAB_GPU = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 # Cell-level metadata that may stay.
 KEEP_CELL_METADATA = {"tags"}
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -134,9 +138,15 @@ def drop_empty_cells(nb) -> None:
     nb.cells = [c for c in nb.cells if c.source.strip()]
 
 
-def clean(nb) -> None:
+def wants_gpu(path: Path | str) -> bool:
+    return Path(path).parent.name in GPU_CHAPTERS
+
+
+def clean(nb, path: Path | str = "") -> None:
     """Strip volatile metadata, keep outputs and execution counts (nbval needs the counts)."""
-    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NB_METADATA}
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NB_METADATA - set(COLAB_GPU)}
+    if wants_gpu(path):
+        nb.metadata.update(copy.deepcopy(COLAB_GPU))
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
     nb.nbformat, nb.nbformat_minor = 4, 5
@@ -195,7 +205,7 @@ def run(path: Path, quick: bool = False, timeout: int = CELL_TIMEOUT) -> float:
     if quick:  # keep the committed (full-size) outputs; record the time only
         nb = nbformat.read(path, as_version=4)
     nb.metadata.setdefault("nntrain", {})[size] = run_record(elapsed)
-    clean(nb)
+    clean(nb, path)
     nbformat.write(nb, path)
     for problem in check(nb, path):  # e.g. an error output: say so now, not only in the tests
         print(problem, file=sys.stderr)
@@ -226,6 +236,11 @@ def check(nb, path: Path | str = "") -> list[str]:
     extra = set(nb.metadata) - KEEP_NB_METADATA
     if extra:
         problems.append(f"{path}: volatile notebook metadata {sorted(extra)}")
+    gpu = {k: nb.metadata.get(k) for k in COLAB_GPU}
+    if wants_gpu(path) and gpu != COLAB_GPU:
+        problems.append(f"{path}: a GPU chapter must open on a Colab GPU runtime (`booktools.py clean` sets it)")
+    if not wants_gpu(path) and any(gpu.values()):
+        problems.append(f"{path}: Colab GPU metadata on a chapter that does not need a GPU")
     for i, c in enumerate(nb.cells):
         extra = set(c.metadata) - KEEP_CELL_METADATA
         if extra:
@@ -307,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             nb = nbformat.read(path, as_version=4)
             if args.command == "bootstrap":
                 set_bootstrap(nb)
-            clean(nb)
+            clean(nb, path)
             nbformat.write(nb, path)
     elif args.command == "status":
         STATUS_PAGE.write_text(status_page(), encoding="utf-8")

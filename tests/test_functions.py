@@ -173,3 +173,139 @@ def test_lessard_counterexample():
     assert t.path[-1].abs() > 0.5
     a, b = rates.nesterov_params(1.0, 25.0)
     assert F.run(fn, [3.3], 300, update=rates.nesterov(a, b)).final.abs() < 1e-10
+
+
+# ---------------------------------------------------------------- Drori–Teboulle's worst case
+
+
+@pytest.mark.parametrize("L,R,steps", [(1.0, 1.0, 1), (2.0, 3.0, 7), (0.5, 2.0, 100)])
+def test_drori_teboulle_is_attained_by_gd(L, R, steps):
+    fn = F.drori_teboulle(L, R, steps)
+    t = F.run(fn, [R], steps, update=rates.gd(1 / L))
+    assert abs(float(t.values[-1]) - L * R * R / (4 * steps + 2)) < 1e-12 * L * R * R
+    assert float(t.values[-1]) <= rates.gd_convex_bound(L, R * R, steps)  # below the simple bound
+    x = torch.linspace(-2 * R, 2 * R, 2001, dtype=torch.float64)[:, None].requires_grad_(True)
+    (auto,) = torch.autograd.grad(fn.value(x).sum(), x)
+    torch.testing.assert_close(fn.grad(x.detach()), auto)
+    h = fn.hessian(x.detach())
+    assert (h >= 0).all() and (h <= L).all()  # convex and L-smooth
+    g = fn.grad(x.detach())[:, 0]
+    assert ((g[1:] - g[:-1]).abs() <= L * (x[1:, 0] - x[:-1, 0]).detach() + 1e-12).all()
+
+
+def test_drori_teboulle_bad_input():
+    with pytest.raises(ValueError, match="positive int"):
+        F.drori_teboulle(steps=0)
+    with pytest.raises(ValueError, match="positive"):
+        F.drori_teboulle(L=-1.0)
+
+
+# ---------------------------------------------------------------- Newton's method
+
+
+def test_newton_solves_a_quadratic_in_one_step_whatever_kappa():
+    for kappa in (1.0, 1e3, 1e8):
+        fn = F.ill_conditioned(kappa)
+        t = F.run(fn, [1.3, -0.7], 1, update=F.newton(fn))
+        assert t.final.abs().max() < 1e-8
+
+
+def test_newton_converges_quadratically_on_rosenbrock():
+    fn = F.rosenbrock()
+    t = F.run(fn, [-1.5, 2.0], 8, update=F.newton(fn))
+    err = (t.path - 1).norm(dim=1)
+    assert err[-1] < 1e-14
+    close = [k for k in range(len(err) - 1) if 0 < err[k] < 1e-2 and err[k + 1] > 0]
+    assert close and all(err[k + 1] <= 10 * err[k] ** 2 for k in close)
+
+
+def test_newton_is_affine_invariant():
+    # Newton on f(Ty) from T⁻¹x₀ is T⁻¹ (Newton on f from x₀)
+    fn = F.rosenbrock()
+    T = torch.tensor([[2.0, 0.5], [-0.3, 1.2]], dtype=torch.float64)
+    Ti = torch.linalg.inv(T)
+    g = F.Function2D("g", lambda y: fn.value(y @ T.T), lambda y: fn.grad(y @ T.T) @ T,
+                     lambda y: T.T @ fn.hessian(y @ T.T) @ T, (), (), fn.box)
+    a = F.run(fn, [-1.5, 2.0], 5, update=F.newton(fn))
+    b = F.run(g, Ti @ torch.tensor([-1.5, 2.0], dtype=torch.float64), 5, update=F.newton(g))
+    torch.testing.assert_close(b.path @ T.T, a.path, rtol=1e-9, atol=1e-9)
+
+
+def test_newton_bad_input():
+    with pytest.raises(TypeError, match="Function2D"):
+        F.newton(lambda x: x)
+    with pytest.raises(ValueError, match="positive"):
+        F.newton(F.saddle(), alpha=0.0)
+
+
+# ---------------------------------------------------------------- Lasso, soft thresholding, ISTA/FISTA
+
+
+def test_soft_threshold_is_the_prox_of_l1():
+    v = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    grid = torch.linspace(-4, 4, 80001, dtype=torch.float64)
+    for tau in (0.0, 0.5, 1.7):
+        brute = grid[(0.5 * (grid[None, :] - v[:, None]) ** 2 + tau * grid.abs()[None, :]).argmin(1)]
+        torch.testing.assert_close(F.soft_threshold(v, tau), brute, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="non-negative"):
+        F.soft_threshold(v, -1.0)
+
+
+def _kkt_violation(pb, x):
+    """How far x is from the Lasso optimality conditions −∇g(x) ∈ λ ∂‖x‖₁."""
+    g = pb.grad(x)
+    on = x != 0
+    zero = torch.zeros(1, dtype=x.dtype)
+    return max(float(torch.cat([zero, (g[on] + pb.lam * torch.sign(x[on])).abs()]).max()),
+               float(torch.cat([zero, g[~on].abs() - pb.lam]).max()))
+
+
+def test_ista_and_fista_reach_the_lasso_solution_within_their_bounds():
+    pb = F.lasso(n=60, d=120, nonzero=6, lam=0.05, seed=3)
+    x_star, v_star = F.proximal_gradient(pb, 5000, accelerated=True)
+    assert _kkt_violation(pb, x_star) < 1e-9
+    f_star = float(v_star[-1])
+    r0_sq = float(x_star.norm() ** 2)  # x₀ = 0
+    xi, vi = F.proximal_gradient(pb, 400)
+    xf, vf = F.proximal_gradient(pb, 400, accelerated=True)
+    k = torch.arange(1, 401, dtype=torch.float64)
+    assert ((vi[1:] - vi[:-1]) <= 1e-12).all()  # ISTA is a descent method
+    assert (vi[1:] - f_star <= pb.L * r0_sq / (2 * k) + 1e-12).all()  # Beck–Teboulle Thm 3.1
+    assert (vf[1:] - f_star <= 2 * pb.L * r0_sq / (k + 1) ** 2 + 1e-12).all()  # Thm 4.4
+    assert float(vf[50]) - f_star < float(vi[50]) - f_star
+    assert (x_star[pb.x_true != 0] != 0).all()  # the true support is found
+
+
+def test_proximal_gradient_with_zero_lambda_is_gradient_descent():
+    pb = F.lasso(n=40, d=10, nonzero=3, seed=1)
+    pb0 = F.Lasso(D=pb.D, y=pb.y, lam=0.0)
+    x, _ = F.proximal_gradient(pb0, 50)
+    z = torch.zeros(10, dtype=torch.float64)
+    for _ in range(50):
+        z = z - pb0.grad(z) / pb0.L
+    torch.testing.assert_close(x, z, rtol=0, atol=1e-14)
+
+
+def test_lasso_bad_input():
+    with pytest.raises(ValueError, match="nonzero"):
+        F.lasso(d=5, nonzero=6)
+    with pytest.raises(ValueError, match="positive"):
+        F.lasso(lam=0.0)
+    with pytest.raises(TypeError, match="Lasso"):
+        F.proximal_gradient(None, 5)
+    with pytest.raises(ValueError, match="non-negative int"):
+        F.proximal_gradient(F.lasso(), -1)
+
+
+def test_sample_box():
+    fn = F.levy()
+    x = F.sample_box(fn, 500, torch.Generator().manual_seed(0))
+    assert x.shape == (500, 2) and x.dtype == torch.float64
+    assert (x[:, 0] >= fn.box[0]).all() and (x[:, 0] <= fn.box[1]).all()
+    assert (x[:, 1] >= fn.box[2]).all() and (x[:, 1] <= fn.box[3]).all()
+    again = F.sample_box(fn, 500, torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+    with pytest.raises(TypeError, match="two variables"):
+        F.sample_box(F.lessard(), 5)
+    with pytest.raises(ValueError, match="positive int"):
+        F.sample_box(fn, 0)

@@ -25,7 +25,8 @@ Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
 
 __all__ = [
     "Function2D", "Trajectory", "quadratic", "ill_conditioned", "rotation", "rosenbrock", "saddle", "levy", "himmelblau",
-    "lessard", "get", "NAMES", "run",
+    "lessard", "drori_teboulle", "sample_box", "get", "NAMES", "run", "newton", "Lasso", "lasso", "soft_threshold",
+    "proximal_gradient",
 ]
 
 
@@ -300,6 +301,53 @@ def lessard() -> Function2D:
     )
 
 
+# ---------------------------------------------------------------- Drori–Teboulle's worst case
+
+
+def drori_teboulle(L: float = 1.0, R: float = 1.0, steps: int = 10) -> Function2D:
+    """The 1-D convex L-smooth function on which gradient descent with step 1/L is as slow as it can be.
+
+    A Huber function: f = Lx²/2 for |x| ≤ t, f = L·t·|x| − L·t²/2 beyond, t = R/(2N + 1), N = ``steps``.
+    From x₀ = R, N steps of size 1/L stay on the linear part and end at f(x_N) = LR²/(4N + 2),
+    which is Drori and Teboulle's (2014, arXiv:1206.3209) exact worst case over convex L-smooth f
+    with ‖x₀ − x*‖ ≤ R. Works on tensors of shape (..., 1); ``info["bound"]`` is LR²/(4N + 2).
+    """
+    L, R = _positive("L", L), _positive("R", R)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    t = R / (2 * steps + 1)
+
+    def value(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where(x.abs() <= t, 0.5 * L * x**2, L * t * x.abs() - 0.5 * L * t * t)
+
+    def grad(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where(x.abs() <= t, L * x, L * t * torch.sign(x))[..., None]
+
+    def hessian(p: Tensor) -> Tensor:
+        x = p[..., 0]
+        return torch.where(x.abs() <= t, torch.full_like(x, L), torch.zeros_like(x))[..., None, None]
+
+    return Function2D(
+        name="drori_teboulle", value=_checked("drori_teboulle", 1, value), grad=_checked("drori_teboulle", 1, grad),
+        hessian=_checked("drori_teboulle", 1, hessian), minimizers=((0.0,),), stationary=((0.0,),),
+        box=(-R, R, -R, R), f_min=0.0, dim=1,
+        info={"L": L, "R": R, "steps": steps, "kink": t, "bound": L * R * R / (4 * steps + 2)},
+    )
+
+
+def sample_box(fn: Function2D, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` points drawn uniformly from the plotting box of a function of two variables, shape (n, 2)."""
+    if not isinstance(fn, Function2D) or fn.dim != 2:
+        raise TypeError("fn must be a Function2D of two variables (it supplies the box)")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    lo = torch.tensor([fn.box[0], fn.box[2]], dtype=torch.float64)
+    hi = torch.tensor([fn.box[1], fn.box[3]], dtype=torch.float64)
+    return lo + (hi - lo) * torch.rand(n, 2, generator=generator, dtype=torch.float64)
+
+
 _FACTORIES: dict[str, Callable[..., Function2D]] = {
     "quadratic": quadratic,
     "ill_conditioned": ill_conditioned,
@@ -393,3 +441,105 @@ def run(fn: Function2D, x0, steps: int, *, update: Update | None = None,
                 break
     path = torch.stack(points)
     return Trajectory(path=path, values=fn.value(path), diverged=diverged)
+
+
+# ---------------------------------------------------------------- Newton's method
+
+
+def newton(fn: Function2D, alpha: float = 1.0) -> Update:
+    """Newton's method as an update rule for ``run``: x ← x − α [∇²f(x)]⁻¹ ∇f(x) (pure Newton at α = 1).
+
+    It is steepest descent in the norm ‖d‖ = √(dᵀ∇²f(x)d) of the current Hessian; the Hessian must be
+    positive definite along the path (a ``torch.linalg.LinAlgError`` says when it is singular).
+    """
+    if not isinstance(fn, Function2D):
+        raise TypeError(f"fn must be a Function2D (it supplies the Hessian), got {type(fn).__name__}")
+    alpha = _positive("alpha", alpha)
+
+    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
+        g = grad_fn(x)
+        return x - alpha * torch.linalg.solve(fn.hessian(x), g), state
+
+    return update
+
+
+# ---------------------------------------------------------------- Lasso and the proximal gradient method
+
+
+@dataclass(frozen=True)
+class Lasso:
+    """f(x) = ‖Dx − y‖²/(2N) + λ‖x‖₁: a smooth part g with an L-Lipschitz gradient plus a non-smooth one.
+
+    ``L`` = λ_max(DᵀD)/N; ``x_true`` is the sparse vector the data were made from (or None).
+    """
+
+    D: Tensor
+    y: Tensor
+    lam: float
+    x_true: Tensor | None = None
+
+    @property
+    def L(self) -> float:
+        return float(torch.linalg.eigvalsh(self.D.T @ self.D).max()) / self.D.shape[0]
+
+    def smooth(self, x: Tensor) -> Tensor:
+        r = x @ self.D.T - self.y
+        return 0.5 * (r * r).sum(-1) / self.D.shape[0]
+
+    def grad(self, x: Tensor) -> Tensor:
+        return (x @ self.D.T - self.y) @ self.D / self.D.shape[0]
+
+    def value(self, x: Tensor) -> Tensor:
+        return self.smooth(x) + self.lam * x.abs().sum(-1)
+
+
+def lasso(n: int = 200, d: int = 100, nonzero: int = 10, lam: float = 0.05, noise: float = 0.1,
+          seed: int = 0) -> Lasso:
+    """A Lasso problem with Gaussian features D (n × d) and y = D x_true + noise, x_true with ``nonzero`` ±1's."""
+    for name, v in (("n", n), ("d", d), ("nonzero", nonzero)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if nonzero > d:
+        raise ValueError(f"nonzero must not exceed d, got nonzero={nonzero}, d={d}")
+    lam = _positive("lam", lam)
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x_true = torch.zeros(d, dtype=torch.float64)
+    idx = torch.randperm(d, generator=g)[:nonzero]
+    x_true[idx] = torch.where(torch.rand(nonzero, generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+    y = D @ x_true + noise * torch.randn(n, generator=g, dtype=torch.float64)
+    return Lasso(D=D, y=y, lam=lam, x_true=x_true)
+
+
+def soft_threshold(v: Tensor, tau: float) -> Tensor:
+    """The proximal map of τ‖·‖₁: argmin_x (‖x − v‖²/2 + τ‖x‖₁) = sign(v)·max(|v| − τ, 0)."""
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 0):
+        raise ValueError(f"tau must be a non-negative number, got {tau!r}")
+    return torch.sign(v) * torch.clamp(v.abs() - tau, min=0.0)
+
+
+def proximal_gradient(problem: Lasso, steps: int, x0: Tensor | None = None, accelerated: bool = False,
+                      alpha: float | None = None) -> tuple[Tensor, Tensor]:
+    """ISTA (or FISTA when ``accelerated``) on a Lasso problem: x ← prox_{αλ‖·‖₁}(y − α∇g(y)).
+
+    ISTA takes y = x_k; FISTA takes Beck and Teboulle's (2009) extrapolation
+    y = x_k + (t_{k−1} − 1)/t_k · (x_k − x_{k−1}), t_{k+1} = (1 + √(1 + 4t_k²))/2, t_0 = t_1 = 1.
+    The step is α = 1/L by default. Returns the last point and the objective values
+    f(x_0), …, f(x_steps).
+    """
+    if not isinstance(problem, Lasso):
+        raise TypeError(f"problem must be a Lasso (nntrain.functions.lasso()), got {type(problem).__name__}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    alpha = 1.0 / problem.L if alpha is None else _positive("alpha", alpha)
+    x = torch.zeros(problem.D.shape[1], dtype=problem.D.dtype) if x0 is None else x0.clone()
+    x_prev, t_prev, t = x.clone(), 1.0, 1.0  # t_{k-1}, t_k of Beck and Teboulle, t_1 = 1
+    values = [problem.value(x)]
+    for _ in range(steps):
+        y = x + (t_prev - 1) / t * (x - x_prev) if accelerated else x
+        x_prev, x = x, soft_threshold(y - alpha * problem.grad(y), alpha * problem.lam)
+        t_prev, t = t, (1 + math.sqrt(1 + 4 * t * t)) / 2
+        values.append(problem.value(x))
+    return x, torch.stack(values)
