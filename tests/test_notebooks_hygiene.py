@@ -19,7 +19,7 @@ def _ids(paths):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_is_clean(path):
     nb = nbformat.read(path, as_version=4)
-    assert booktools.check(nb, path.name) == []
+    assert booktools.check(nb, path) == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

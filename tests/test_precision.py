@@ -36,7 +36,7 @@ def test_decode_fields_of_one_and_of_extremes():
     assert P.decode(-0.0, "fp16").kind == "zero" and P.decode(-0.0, "fp16").sign == 1
     assert P.decode(math.inf, "bf16").kind == "inf"
     assert P.decode(math.nan, "fp32").kind == "nan"
-    assert P.decode(math.nan, "fp8_e4m3").bitstring[2:] == "1111 111"  # the only NaN of e4m3fn
+    assert P.decode(math.nan, "fp8_e4m3").bitstring[2:] == "1111 111"  # e4m3fn: S.1111.111 is NaN
     assert P.decode(448.0, "fp8_e4m3").kind == "normal"  # e4m3fn has no infinities
 
 
@@ -131,6 +131,210 @@ def test_underflow_census_counts_each_fate():
     c = P.underflow_census([g[:2], g[2:]], 2.0 ** 10)
     assert c == {"zero": 0.0, "subnormal": 0.25, "overflow": 0.25, "kept": 0.75}
     assert P.underflow_census(g, 1.0, torch.bfloat16)["kept"] == 1.0
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2"])
+def test_largest_finite_from_bits_is_finfo_max(fmt):
+    f = P.get_format(fmt)
+    if f.dtype is None:
+        pytest.skip(f"this torch has no {f.dtype_name}")
+    assert P.largest_finite(fmt) == float(torch.finfo(f.dtype).max)
+    ieee_rule = (2 - 2.0 ** -f.mantissa_bits) * 2.0 ** f.bias
+    assert (P.largest_finite(fmt) == ieee_rule) == f.ieee_specials  # e4m3: 448, not 240
+
+
+def test_e4m3_has_two_nans_no_infinities_and_torch_saturates():
+    if P.get_format("fp8_e4m3").dtype is None:
+        pytest.skip("this torch has no float8_e4m3fn")
+    kinds = [P.decode_bits(b, "fp8_e4m3").kind for b in range(256)]
+    assert kinds.count("nan") == 2 and kinds.count("inf") == 0
+    assert [b for b in range(256) if kinds[b] == "nan"] == [0x7F, 0xFF]
+    assert P.decode_bits(0x7E, "fp8_e4m3").value == 448.0 == 1.75 * 2 ** 8
+    e5 = [P.decode_bits(b, "fp8_e5m2").kind for b in range(256)]
+    assert e5.count("inf") == 2 and e5.count("nan") == 6
+    # torch's cast to e4m3fn saturates: overflow (even +inf) becomes +-448, NaN stays NaN
+    x = torch.tensor([464.0, 1e5, math.inf, -math.inf, math.nan]).to(torch.float8_e4m3fn).float()
+    assert x[:4].tolist() == [448.0, 448.0, 448.0, -448.0] and math.isnan(x[4].item())
+    assert torch.tensor([1e5]).to(torch.float8_e5m2).float().item() == math.inf
+
+
+def test_gap_toward_is_halved_below_a_power_of_two():
+    assert P.gap_toward(1.0, +1, "fp16") == 2.0 ** -10
+    assert P.gap_toward(1.0, -1, "fp16") == 2.0 ** -11
+    assert P.gap_toward(1.5, -1, "fp16") == 2.0 ** -10
+    assert P.gap_toward(-1.0, +1, "fp16") == 2.0 ** -11  # towards zero from a negative power of two
+    assert P.gap_toward(2.0 ** -14, -1, "fp16") == 2.0 ** -24  # smallest normal: subnormals below
+    assert P.absorption_bound(1.0, -1e-4, "fp16") == 2.0 ** -12 == P.ulp(1.0, "fp16") / 4
+    with pytest.raises(ValueError, match="not representable"):
+        P.gap_toward(0.1, 1, "fp16")
+    with pytest.raises(ValueError, match="non-zero"):
+        P.gap_toward(1.0, 0, "fp16")
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_absorption_lemma_on_random_pairs(fmt):
+    """fl(a + b) == a exactly when |b| < half the gap towards b (ties: a's mantissa is even)."""
+    f = P.get_format(fmt)
+    g = torch.Generator().manual_seed(7)
+    a_all = torch.exp2(torch.randint(-8, 8, (4000,), generator=g).float())
+    a_all = torch.where(torch.rand(4000, generator=g) < 0.5, a_all,
+                        a_all * (1 + torch.rand(4000, generator=g))).to(f.dtype)
+    ratio = torch.exp2(-(f.mantissa_bits + torch.rand(4000, generator=g) * 3))
+    sign = torch.where(torch.rand(4000, generator=g) < 0.5, -1.0, 1.0)
+    b_all = (a_all.float() * ratio * sign).to(f.dtype)
+    checked_ties = 0
+    for a, b in zip(a_all.tolist(), b_all.tolist()):
+        if b == 0:
+            continue
+        bound = P.absorption_bound(a, b, fmt)
+        lost = P.lost_in_addition(a, b, fmt)
+        if abs(b) < bound:
+            assert lost, (a, b)
+        elif abs(b) > bound:
+            assert not lost, (a, b)
+        else:
+            checked_ties += 1
+            assert lost == (P.decode(a, fmt).mantissa % 2 == 0), (a, b)
+    # the counterexample of the chapter: the naive rule |b| < ulp(a)/2 says "lost", it is not
+    assert not P.lost_in_addition(1.0, -0.75 * 2.0 ** -11, "fp16")
+
+
+def test_stored_census_and_underflow_against_a_reference():
+    ref = torch.tensor([0.0, 2.0 ** -30, 2.0 ** -20, 1.0, 3.0])
+    low = ref.half()
+    c = P.stored_census(low, ref)
+    assert c["zero"] == 0.4 and c["subnormal"] == 0.2 and c["normal"] == 0.4 and c["nonfinite"] == 0.0
+    assert c["underflow"] == 0.25  # one of the four non-zero reference values became 0
+    assert P.stored_census([torch.tensor([math.inf], dtype=torch.float16)])["nonfinite"] == 1.0
+    with pytest.raises(ValueError, match="one floating dtype"):
+        P.stored_census([low, ref])
+    with pytest.raises(ValueError, match="reference has"):
+        P.stored_census(low, ref[:2])
+
+
+def test_activation_grads_are_the_fp16_gradients_of_a_real_backward_pass():
+    x, y = _batches(1)[0]
+    mw = P.MasterWeights(_mlp(0), "fp16")
+    with P.ActivationGrads(mw.work) as low:
+        nn.functional.cross_entropy(mw.forward(x), y).backward()
+    assert list(low.grads) == ["4", "3", "2", "1", "0"]  # in backward order
+    assert all(g.dtype == torch.float16 for g in low.grads.values())
+    with P.ActivationGrads(mw.master, names=["4"]) as ref:
+        logits = mw.master(x)
+        nn.functional.cross_entropy(logits, y).backward()
+    expected = (torch.softmax(logits, 1) - nn.functional.one_hot(y, 4)) / len(y)
+    assert torch.allclose(ref.grads["4"], expected, atol=1e-7)
+    assert torch.allclose(low.grads["4"].float(), expected, atol=1e-3)
+    tiny = P.MasterWeights(_mlp(0), "fp16")
+    with P.ActivationGrads(tiny.work, names=["4"]) as ag:
+        (2.0 ** -30 * nn.functional.cross_entropy(tiny.forward(x), y)).backward()
+    assert P.stored_census(ag.grads["4"])["zero"] == 1.0  # (p - y)/(B 2^30) underflows in fp16
+    with pytest.raises(ValueError, match="no such modules"):
+        P.ActivationGrads(mw.work, names=["nope"])
+
+
+def _ln_net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 4))
+
+
+def test_master_weights_keeps_normalisations_in_fp32():
+    mw = P.MasterWeights(_ln_net(0), "bf16")
+    dtypes = {n: p.dtype for n, p in mw.work.named_parameters()}
+    assert dtypes["1.weight"] == dtypes["1.bias"] == torch.float32
+    assert dtypes["0.weight"] == dtypes["3.weight"] == torch.bfloat16
+    whole = P.MasterWeights(_ln_net(0), "bf16", fp32_modules=())
+    assert all(p.dtype == torch.bfloat16 for p in whole.work.parameters())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("net", ["mlp", "layernorm"])
+def test_master_weights_equal_cpu_autocast_bit_for_bit_under_the_same_op_rules(precision, net):
+    """CPU autocast (torch 2.13) runs layer_norm on the low-precision input with fp32 weights."""
+    make = {"mlp": _mlp, "layernorm": _ln_net}[net]
+    loss_fn = nn.functional.cross_entropy
+    mw = P.MasterWeights(make(0), precision, fp32_inputs=False)
+    twin = make(0)
+    opt_a = torch.optim.SGD(mw.master.parameters(), lr=0.1, momentum=0.9)
+    opt_b = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    with torch.autocast("cpu", dtype=mw.dtype):
+        ln_dtype = nn.LayerNorm(4)(torch.ones(2, 4, dtype=mw.dtype)).dtype
+    if net == "layernorm" and ln_dtype != mw.dtype:
+        pytest.skip("this torch's CPU autocast runs layer_norm in fp32")
+    for x, y in _batches(10):
+        P.master_weights_step(mw, opt_a, loss_fn, x, y)
+        P.autocast_step(twin, opt_b, loss_fn, x, y, precision)
+    for p, q in zip(mw.master.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    if net == "layernorm":  # casting the whole copy (LayerNorm weights included) breaks the equality
+        whole, ref = P.MasterWeights(make(0), precision, fp32_modules=()), make(0)
+        opt_a = torch.optim.SGD(whole.master.parameters(), lr=0.1, momentum=0.9)
+        opt_b = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+        for x, y in _batches(10):
+            P.master_weights_step(whole, opt_a, loss_fn, x, y)
+            P.autocast_step(ref, opt_b, loss_fn, x, y, precision)
+        assert any(not torch.equal(p, q) for p, q in zip(whole.master.parameters(), ref.parameters()))
+
+
+def test_nonfinite_finder_names_the_first_module_with_inf():
+    class Scores(nn.Module):
+        def forward(self, x):
+            return x @ x.transpose(-1, -2)
+
+    model = nn.Sequential(Scores(), nn.Softmax(dim=-1))
+    q = torch.randn(8, 16)
+    q[:, 0] = 300.0
+    with P.NonFiniteFinder(model) as nf:
+        model(q.half())
+    assert nf.first == "0" and nf.bad == ["0", "1", "(model)"]
+    with P.NonFiniteFinder(model) as nf:
+        model(q.bfloat16())
+    assert nf.first is None and nf.bad == []
+    assert not model[0]._forward_hooks  # the hooks are removed on exit
+
+
+def test_fp8_roundtrip_per_tensor_and_per_block():
+    if P.get_format("fp8_e4m3").dtype is None:
+        pytest.skip("this torch has no float8_e4m3fn")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 256, generator=g)
+    for block in (None, 128, 32):
+        q = P.fp8_roundtrip(x, "fp8_e4m3", block=block)
+        assert q.shape == x.shape and q.dtype == torch.float32
+        assert float(((q - x).abs() / x.abs()).max()) <= 2.0 ** -4 + 1e-6 or block is None
+    assert P.fp8_roundtrip(x, block=None).abs().max() == x.abs().max()  # amax maps exactly to 448
+    x[3, 5] = 1e6
+    per_tensor = P.fp8_roundtrip(x)
+    per_block = P.fp8_roundtrip(x, block=32)
+    assert (per_tensor == 0).sum() > 10 * max(int((per_block == 0).sum()), 1)
+    with pytest.raises(ValueError, match="dividing"):
+        P.fp8_roundtrip(x, block=100)
+    with pytest.raises(ValueError, match="fp8"):
+        P.fp8_roundtrip(x, "fp16")
+
+
+def test_torch_threads_restores_the_number_of_threads():
+    before = torch.get_num_threads()
+    with P.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), P.torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive int"):
+        with P.torch_threads(0):
+            pass
+
+
+def test_draw_mixed_precision_flow():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    P.draw_mixed_precision_flow(ax)
+    assert len(ax.patches) >= 14 and any("главные веса" in t.get_text() for t in ax.texts)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ loss scalers vs GradScaler

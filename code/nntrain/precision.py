@@ -3,15 +3,22 @@
 What is here, in the order the chapter teaches it:
 
 * formats: ``FORMATS`` (fp32, tf32, fp16, bf16, fp8 e4m3 / e5m2), ``format_limits`` (from ``torch.finfo``),
-  ``to_bits`` / ``split_bits`` / ``value_of_fields`` / ``decode`` (a float → its sign, exponent and mantissa),
-  ``round_to`` (round to a format, tf32 included), ``draw_bit_layout`` (the figure of the bit layouts);
-* rounding: ``ulp``, ``lost_in_addition``, ``sequential_sum`` (naive, Kahan and pairwise sums in a
-  given dtype);
+  ``to_bits`` / ``split_bits`` / ``value_of_fields`` / ``decode`` / ``decode_bits`` (a float → its sign,
+  exponent and mantissa), ``largest_finite`` (from the bit patterns), ``round_to`` (round to a format,
+  tf32 included), ``draw_bit_layout`` (the figure of the bit layouts);
+* rounding: ``ulp``, ``gap_toward`` and ``absorption_bound`` (when ``a + b`` rounds back to ``a``),
+  ``lost_in_addition``, ``sequential_sum`` (naive, Kahan and pairwise sums in a given dtype);
 * loss scaling: ``underflow_census`` (what becomes zero, subnormal or inf at a loss scale),
-  ``StaticLossScaler``, ``DynamicLossScaler`` and its pure rule ``dynamic_scale_update``;
-* master weights (Micikevicius et al. 2018): ``MasterWeights``, ``master_weights_step`` and its
-  library twin ``autocast_step`` (``torch.amp``);
-* speed: ``matmul_seconds``, ``train_step_seconds`` in fp32 / TF32 / bf16 / fp16, ``tf32_matmul`` (bytes per parameter live in ``nntrain.memory.bytes_per_parameter``).
+  ``stored_census`` (the same for a tensor already in low precision), ``ActivationGrads`` (tensor
+  hooks that keep the gradients of module outputs in a real backward pass), ``StaticLossScaler``,
+  ``DynamicLossScaler`` and its pure rule ``dynamic_scale_update``;
+* master weights (Micikevicius et al. 2018): ``MasterWeights`` (normalisations and softmax kept in fp32),
+  ``master_weights_step`` and the reference it is compared with, ``autocast_step`` (``torch.amp``);
+  ``draw_mixed_precision_flow`` (the data-flow figure);
+* forward overflow: ``NonFiniteFinder`` (forward hooks that name the first module with inf/NaN output);
+* fp8: ``fp8_roundtrip`` (per-tensor or block-wise amax scaling);
+* speed: ``matmul_seconds``, ``train_step_seconds`` in fp32 / TF32 / bf16 / fp16, ``tf32_matmul``,
+  ``torch_threads`` (bytes per parameter live in ``nntrain.memory.bytes_per_parameter``).
 
 The functional core works on plain numbers and tensors; the classes are thin wrappers around it.
 """
@@ -32,7 +39,9 @@ __all__ = [
     "value_of_fields", "decode", "round_to", "draw_bit_layout", "ulp", "lost_in_addition",
     "sequential_sum", "SUM_METHODS", "underflow_census", "dynamic_scale_update", "StaticLossScaler",
     "DynamicLossScaler", "MasterWeights", "StepResult", "master_weights_step", "autocast_step",
-    "train_master_weights",
+    "train_master_weights", "decode_bits", "largest_finite", "gap_toward", "absorption_bound",
+    "stored_census", "ActivationGrads", "FP32_MODULES", "LOW_PRECISION_MODULES", "NonFiniteFinder",
+    "fp8_roundtrip", "draw_mixed_precision_flow", "torch_threads",
     "matmul_seconds", "TIMING_MODES", "tf32_matmul", "train_step_seconds",
 ]
 
@@ -44,7 +53,8 @@ __all__ = [
 class FloatFormat:
     """A binary floating-point format: 1 sign bit, ``exponent_bits``, ``mantissa_bits`` (stored, no hidden 1).
 
-    ``ieee_specials`` is False for fp8 e4m3 ("fn": finite, no infinities; only S.1111.111 is NaN).
+    ``ieee_specials`` is False for fp8 e4m3 ("fn": finite, no infinities; the all-ones exponent holds
+    normal numbers, and only S.1111.111 is NaN: two codes, one per sign).
     ``dtype_name`` names the torch dtype, or None where torch has no storage type (tf32 is a math mode).
     """
 
@@ -214,6 +224,31 @@ def decode(x: float, fmt: str | FloatFormat) -> FloatFields:
                        value_of_fields(sign, exponent, mantissa, f), bitstring)
 
 
+def decode_bits(bits: int, fmt: str | FloatFormat) -> FloatFields:
+    """The fields, kind and value of a bit pattern (``decode`` starts from a number instead)."""
+    f = get_format(fmt)
+    sign, exponent, mantissa = split_bits(bits, f)
+    text = format(bits, f"0{f.bits}b")
+    bitstring = f"{text[0]} {text[1:1 + f.exponent_bits]} {text[1 + f.exponent_bits:]}"
+    return FloatFields(f.name, sign, exponent, mantissa, _kind(exponent, mantissa, f),
+                       value_of_fields(sign, exponent, mantissa, f), bitstring)
+
+
+def largest_finite(fmt: str | FloatFormat) -> float:
+    """The largest finite number of a format, read off its bit patterns (no ``torch.finfo``).
+
+    IEEE-like formats: exponent field 1…10, mantissa all ones: ``(2 - 2**-M) * 2**bias``.
+    fp8 e4m3 ("fn"): exponent field all ones is normal and only mantissa 1…1 is NaN, so the
+    largest is 1111.110: ``(2 - 2**(1 - M)) * 2**(bias + 1) = 1.75 * 2**8 = 448``.
+    """
+    f = get_format(fmt)
+    top = (1 << f.exponent_bits) - 1
+    full = (1 << f.mantissa_bits) - 1
+    if f.ieee_specials:
+        return value_of_fields(0, top - 1, full, f)
+    return value_of_fields(0, top, full - 1, f)
+
+
 def round_to(x: torch.Tensor, fmt: str | FloatFormat) -> torch.Tensor:
     """``x`` (float32) rounded to ``fmt`` and returned as float32; tf32 is rounded bit by bit."""
     f = get_format(fmt)
@@ -261,8 +296,8 @@ def draw_bit_layout(ax, formats: Sequence[str] = ("fp32", "tf32", "bf16", "fp16"
         ax.spines[side].set_visible(False)
     ax.set_xticks([0, 8, 16, 24, 31])
     ax.legend(handles=[Patch(color=_FIELD_COLORS[k], label=lab) for k, lab in
-                       (("sign", "знак"), ("exponent", "экспонента"), ("mantissa", "мантисса"))],
-              loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+                       (("sign", "знак"), ("exponent", "порядок"), ("mantissa", "мантисса"))],
+              loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
 
 
 # --------------------------------------------------------------------------- rounding
@@ -275,6 +310,36 @@ def ulp(x: float, fmt: str | FloatFormat) -> float:
     if fields.kind in ("inf", "nan"):
         raise ValueError(f"ulp of {x!r} is undefined in {f.name} (it is {fields.kind})")
     return 2.0 ** (fields.unbiased_exponent - f.mantissa_bits)
+
+
+def gap_toward(a: float, direction: float, fmt: str | FloatFormat) -> float:
+    """Distance from ``a`` (a finite number of ``fmt``) to its representable neighbour towards ``direction``.
+
+    Away from zero it is ``ulp(a)``; towards zero it is ``ulp(a)/2`` when ``|a|`` is a power of two
+    of the normal range (the grid below ``2^k`` is twice as fine), else ``ulp(a)``.
+    """
+    f = get_format(fmt)
+    fields = decode(a, f)
+    if fields.kind in ("inf", "nan"):
+        raise ValueError(f"{a!r} is not a finite number of {f.name}")
+    if fields.value != a:
+        raise ValueError(f"{a!r} is not representable in {f.name} (it rounds to {fields.value!r})")
+    if direction == 0:
+        raise ValueError("direction must be non-zero: its sign says which neighbour")
+    step = ulp(a, f)
+    towards_zero = a != 0 and (direction > 0) != (a > 0)
+    if towards_zero and fields.kind == "normal" and fields.mantissa == 0 and fields.exponent > 1:
+        return step / 2
+    return step
+
+
+def absorption_bound(a: float, b: float, fmt: str | FloatFormat) -> float:
+    """Half the gap from ``a`` to its neighbour in the direction of ``b``.
+
+    Rounding to nearest: ``|b|`` below it gives ``fl(a + b) == a``, above it never; at equality
+    the sum is a tie, decided by the even mantissa. For ``a = 2^k`` and ``b < 0`` it is ``ulp(a)/4``.
+    """
+    return gap_toward(a, b, fmt) / 2
 
 
 def lost_in_addition(weight: float, update: float, fmt: str | FloatFormat) -> bool:
@@ -354,6 +419,81 @@ def underflow_census(grads: torch.Tensor | Iterable[torch.Tensor], scale: float 
     sub = ((mag > 0) & (mag < tiny)).sum().item() / n
     inf = torch.isinf(mag).sum().item() / n
     return {"zero": zero, "subnormal": sub, "overflow": inf, "kept": 1.0 - zero - inf}
+
+
+def stored_census(tensors: torch.Tensor | Iterable[torch.Tensor],
+                  reference: torch.Tensor | Iterable[torch.Tensor] | None = None) -> dict[str, float]:
+    """Shares of the entries of low-precision ``tensors`` that are zero, subnormal, normal or inf/NaN.
+
+    With ``reference`` (the same tensors computed in fp32), ``underflow`` is the share, among the
+    entries that are non-zero in the reference, of those that are exactly zero here: values lost to
+    the format's range (zeros that are zero in fp32 too, such as ReLU's, are not counted).
+    """
+    def flat(ts) -> list[torch.Tensor]:
+        return [ts] if isinstance(ts, torch.Tensor) else list(ts)
+
+    low = flat(tensors)
+    if not low:
+        raise ValueError("no tensors to count")
+    dtype = low[0].dtype
+    if not dtype.is_floating_point or any(t.dtype != dtype for t in low):
+        raise ValueError("tensors must share one floating dtype")
+    tiny = torch.finfo(dtype).smallest_normal
+    mags = torch.cat([t.detach().reshape(-1).abs().to(torch.float64) for t in low])
+    n = mags.numel()
+    finite = torch.isfinite(mags)
+    out = {"zero": (mags == 0).sum().item() / n,
+           "subnormal": ((mags > 0) & (mags < tiny)).sum().item() / n,
+           "normal": ((mags >= tiny) & finite).sum().item() / n,
+           "nonfinite": (~finite).sum().item() / n}
+    if reference is not None:
+        ref = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in flat(reference)])
+        if ref.numel() != n:
+            raise ValueError(f"reference has {ref.numel()} entries, tensors have {n}")
+        nonzero = ref != 0
+        out["underflow"] = (nonzero & (mags == 0)).sum().item() / max(int(nonzero.sum()), 1)
+    return out
+
+
+class ActivationGrads:
+    """Keep the gradient of the loss with respect to each chosen module's output (tensor hooks).
+
+    ``with ActivationGrads(model) as ag: loss(model(x)).backward()``; then ``ag.grads[name]`` is the
+    gradient tensor as backward produced it (fp16 in an fp16 backward pass). By default every leaf
+    module is watched. These are the activation gradients that loss scaling protects.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        modules = dict(model.named_modules())
+        if names is None:
+            names = [n for n, m in modules.items() if n and not any(True for _ in m.children())]
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            raise ValueError(f"no such modules: {unknown}")
+        self._modules = {n: modules[n] for n in names}
+        self.grads: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _forward_hook(self, name: str):
+        def hook(module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                def keep(grad: torch.Tensor) -> None:
+                    self.grads[name] = grad.detach().clone()
+                output.register_hook(keep)
+        return hook
+
+    def __enter__(self) -> "ActivationGrads":
+        self.grads = {}
+        for name, module in self._modules.items():
+            self._handles.append(module.register_forward_hook(self._forward_hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
 
 
 def dynamic_scale_update(scale: float, growth_tracker: int, found_inf: bool, growth_factor: float = 2.0,
@@ -449,20 +589,55 @@ def _low_dtype(precision: str) -> torch.dtype:
     return _LOW[precision]
 
 
+# Modules that torch.autocast on CUDA runs in fp32 (layer_norm, group_norm, batch_norm, softmax and
+# log_softmax are on its fp32 list; embedding is on no list and runs in the fp32 weight's dtype).
+FP32_MODULES: tuple[type, ...] = tuple(m for m in (
+    nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, getattr(nn, "RMSNorm", None),
+    nn.Softmax, nn.LogSoftmax, nn.Embedding) if m is not None)
+# Modules that autocast runs in low precision: their inputs are cast down.
+LOW_PRECISION_MODULES: tuple[type, ...] = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _cast_inputs(dtype: torch.dtype):
+    def pre_hook(module, inputs):
+        return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs)
+    return pre_hook
+
+
 class MasterWeights:
     """fp32 master weights and a low-precision working copy of a model (Micikevicius et al. 2018).
 
     The optimizer owns the fp32 parameters of ``model``; forward and backward run on ``work``, a
-    copy in fp16/bf16 refreshed from the master before every step. Its gradients are converted to
-    fp32, unscaled, and handed to the master parameters.
+    copy refreshed from the master before every step. Its gradients are converted to fp32, unscaled,
+    and handed to the master parameters.
+
+    Precision-sensitive modules (``fp32_modules``: normalisations, softmax, embeddings by default)
+    keep fp32 parameters in the copy; with ``fp32_inputs=True`` they also run on fp32 inputs, as
+    CUDA autocast does (its fp32 list), with ``False`` on the low-precision input they receive, as
+    CPU autocast does for ``layer_norm`` in torch 2.13. Linear layers and convolutions
+    (``LOW_PRECISION_MODULES``) get low-precision weights and inputs; other modules (ReLU, GELU,
+    dropout) run in the dtype they receive. ``fp32_modules=()`` casts the whole copy.
     """
 
-    def __init__(self, model: nn.Module, precision: str = "fp16") -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp16",
+                 fp32_modules: tuple[type, ...] = FP32_MODULES, fp32_inputs: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.dtype = _low_dtype(precision)
         self.master = model.float()
-        self.work = copy.deepcopy(model).to(self.dtype)
+        self.work = copy.deepcopy(self.master)
+        self.fp32_modules = tuple(fp32_modules)
+        keep = {id(p) for m in self.work.modules() if isinstance(m, self.fp32_modules)
+                for p in list(m.parameters()) + list(m.buffers())}
+        for m in self.work.modules():
+            if isinstance(m, self.fp32_modules):
+                if fp32_inputs:
+                    m.register_forward_pre_hook(_cast_inputs(torch.float32))
+            elif isinstance(m, LOW_PRECISION_MODULES):
+                m.register_forward_pre_hook(_cast_inputs(self.dtype))
+            for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
+                if id(t) not in keep and t.is_floating_point():
+                    t.data = t.data.to(self.dtype)
         self._pairs = list(zip(self.master.parameters(), self.work.parameters()))
 
     @torch.no_grad()
@@ -473,7 +648,7 @@ class MasterWeights:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass in low precision; the output is returned in fp32 for the loss."""
-        return self.work(x.to(self.dtype)).float()
+        return self.work(x.to(self.dtype) if x.is_floating_point() else x).float()
 
     def zero_share(self) -> float:
         """Share of the working copy's gradient entries that are exactly zero."""
@@ -578,9 +753,146 @@ def train_master_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ste
     return mw, history
 
 
+# --------------------------------------------------------------------------- forward overflow
+
+
+class NonFiniteFinder:
+    """Forward hooks that record the modules whose output holds inf or NaN, in call order.
+
+    ``with NonFiniteFinder(model) as nf: model(x)``; ``nf.first`` names the first module (the place
+    where the overflow happened), ``nf.bad`` lists all of them. Backward problems:
+    ``torch.autograd.detect_anomaly()``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.bad: list[str] = []
+        self._handles: list = []
+
+    @property
+    def first(self) -> str | None:
+        return self.bad[0] if self.bad else None
+
+    def __enter__(self) -> "NonFiniteFinder":
+        self.bad = []
+        for name, module in self.model.named_modules():
+            def hook(module, inputs, output, name=name or "(model)") -> None:
+                outs = output if isinstance(output, (tuple, list)) else (output,)
+                if any(isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+                       for t in outs):
+                    self.bad.append(name)
+            self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+# --------------------------------------------------------------------------- fp8 scaling
+
+
+def fp8_roundtrip(x: torch.Tensor, fmt: str = "fp8_e4m3", block: int | None = None) -> torch.Tensor:
+    """``x`` scaled by its amax, cast to fp8, cast back and unscaled (float32, same shape).
+
+    ``block=None``: one scale for the whole tensor (per-tensor scaling). ``block=k``: one scale per
+    k consecutive entries of the last dimension (1×k tiles, as DeepSeek-V3 does for activations with
+    k = 128; MX formats use k = 32). Each scale maps the block's amax to the format's largest number.
+    """
+    f = get_format(fmt)
+    if not f.name.startswith("fp8"):
+        raise ValueError(f"fmt must be an fp8 format, got {f.name!r}")
+    dt = _storage_dtype(f)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point tensor")
+    x = x.to(torch.float32)
+    top = largest_finite(f)
+    if block is None:
+        amax = x.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
+        scale = top / amax
+        return (x * scale).to(dt).to(torch.float32) / scale
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1 or x.shape[-1] % block:
+        raise ValueError(f"block must be a positive int dividing the last dimension {x.shape[-1]}, got {block!r}")
+    tiles = x.reshape(*x.shape[:-1], x.shape[-1] // block, block)
+    amax = tiles.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    scale = top / amax
+    return ((tiles * scale).to(dt).to(torch.float32) / scale).reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- the data-flow figure
+
+
+def draw_mixed_precision_flow(ax) -> None:
+    """The data flow of one mixed-precision step (Micikevicius et al. 2018, Fig. 1), Russian labels."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+
+    fp32, low = "#56B4E9", "#E69F00"
+    dx = 3.5
+    boxes = {  # name: (x, y, text, colour)
+        "master": (0.0, 2.0, "главные веса $w$\nfp32", fp32),
+        "copy": (dx, 2.0, "рабочая копия\n$\\hat w = \\mathrm{fl}_{16}(w)$", low),
+        "fwd": (2 * dx, 2.0, "прямой проход\nfp16 / bf16", low),
+        "loss": (3 * dx, 2.0, "потери $L$ в fp32,\nумножить на $S$", fp32),
+        "bwd": (3 * dx, 0.0, "обратный проход\n$\\nabla_{\\hat w}(SL)$ в fp16", low),
+        "unscale": (2 * dx, 0.0, "градиент в fp32,\nделить на $S$", fp32),
+        "step": (dx, 0.0, "шаг оптимизатора\n(моменты в fp32)", fp32),
+    }
+    w, h = 2.8, 1.1
+    for x, y, text, colour in boxes.values():
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05",
+                                    facecolor=colour, alpha=0.35, edgecolor=colour))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+    def arrow(start, end, text="", at=None, **kwargs):
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12,
+                                     color="#333333", **kwargs))
+        if text:
+            ax.text(*at, text, ha="center", va="center", fontsize=8)
+
+    top, bottom = 2.0 + h / 2 + 0.05, 0.0 - h / 2 - 0.05
+    for a, b, text in [("master", "copy", ""), ("copy", "fwd", ""), ("fwd", "loss", "")]:
+        xa, xb = boxes[a][0], boxes[b][0]
+        arrow((xa + w / 2, 2.0), (xb - w / 2, 2.0), text, at=((xa + xb) / 2, 2.0 + h / 2 + 0.12))
+    arrow((3 * dx, 2.0 - h / 2), (3 * dx, h / 2), "$S\\cdot L$", at=(3 * dx + 0.45, 1.0))
+    for a, b in [("bwd", "unscale"), ("unscale", "step")]:
+        xa, xb = boxes[a][0], boxes[b][0]
+        arrow((xa - w / 2, 0.0), (xb + w / 2, 0.0))
+    arrow((dx - w / 2, 0.0), (0.0, 2.0 - h / 2), "$w \\leftarrow w - \\alpha g$", at=(-0.75, 0.8),
+          connectionstyle="angle,angleA=180,angleB=-90,rad=0")
+    ax.text(1.5 * dx, bottom - 0.35, "если в градиенте есть inf/NaN, шаг пропускается и $S \\leftarrow S/2$",
+            ha="center", fontsize=8.5)
+    ax.set_xlim(-1.8, 3 * dx + 1.6)
+    ax.set_ylim(bottom - 1.5, top + 0.4)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.legend(handles=[Patch(facecolor=fp32, alpha=0.35, label="fp32"),
+                       Patch(facecolor=low, alpha=0.35, label="fp16 / bf16")],
+              loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=9)
+
+
 # --------------------------------------------------------------------------- speed
 
 TIMING_MODES = ("fp32", "tf32", "bf16", "fp16")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous number.
+
+    A timing on one thread depends less on what else the CPU is doing; the context manager makes
+    sure that re-running one cell never leaves the session on one thread.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @contextmanager
