@@ -185,3 +185,107 @@ def test_torch_dampening_is_ema_started_at_the_first_gradient():
     ours = F.run(fn, [-1.5, 2.0], 300, update=lambda x, g, m: ema(x, g, g(x) if m is None else m))
     ref = F.run(fn, [-1.5, 2.0], 300, optimizer=lambda p: torch.optim.SGD(p, lr=lr, momentum=beta, dampening=beta))
     torch.testing.assert_close(ours.path, ref.path, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_stability_limit_is_where_the_spectral_radius_crosses_one(beta):
+    for look in (False, True):
+        limit = rates.stability_limit(beta, 4.0, look_ahead=look)
+        assert rates.spectral_rate(limit * 0.999, beta, [4.0], look_ahead=look) < 1
+        assert rates.spectral_rate(limit * 1.001, beta, [4.0], look_ahead=look) > 1
+    assert math.isclose(rates.stability_limit(0.9, 1.0) / (1 - 0.9) / 2, 19.0)
+    with pytest.raises(ValueError, match="beta"):
+        rates.stability_limit(1.5, 1.0)
+
+
+@pytest.mark.parametrize("fn, mu, L, x0", [(F.ill_conditioned(100.0), 1.0, 100.0, [1.0, 2.0]),
+                                           (F.lessard(), 1.0, 25.0, [3.3])])
+def test_nesterov_potential_contracts_by_one_minus_inverse_sqrt_kappa(fn, mu, L, x0):
+    """The Lyapunov function of the chapter's theorem: Φ_{k+1} ≤ (1 − 1/√κ)Φ_k, also off quadratics."""
+    t = F.run(fn, x0, 200, update=rates.nesterov(*rates.nesterov_params(mu, L)))
+    x_star = torch.zeros(len(x0), dtype=torch.float64)
+    phi = rates.nesterov_potential(t.values.numpy(), t.path, 0.0, x_star, mu, L)
+    live = phi[:-1] > 1e-200
+    assert (phi[1:][live] <= (1 - math.sqrt(mu / L)) * phi[:-1][live] * (1 + 1e-9) + 1e-300).all()
+    assert (t.values.numpy() <= phi + 1e-300).all()
+    with pytest.raises(ValueError, match="shape"):
+        rates.nesterov_potential(t.values.numpy(), t.path[:, 0], 0.0, x_star, mu, L)
+
+
+def test_heavy_ball_global_rate_bounds_the_error_on_lessards_function():
+    """With α = 2/(μ + L) and β < 1/(κ + 1): ‖x_k − x*‖ ≤ r^k‖x_0 − x*‖ on a non-quadratic function."""
+    mu, L, beta = 1.0, 25.0, 0.03
+    r = rates.heavy_ball_global_rate(mu, L, beta)
+    assert (25 - 1) / (25 + 1) < r < 1
+    t = F.run(F.lessard(), [3.3], 300, update=rates.heavy_ball(2 / (mu + L), beta))
+    err = t.path[:, 0].abs().numpy()
+    assert (err <= r ** np.arange(len(err)) * err[0] * (1 + 1e-12)).all()
+    with pytest.raises(ValueError, match="1/\\(kappa"):
+        rates.heavy_ball_global_rate(mu, L, 0.05)
+
+
+# ---------------------------------------------------------------- the conventions of the momentum chapter
+
+X0, LR, BETA, STEPS = [-1.5, 2.0], 1e-3, 0.9, 500
+
+
+def _torch_path(fn, steps, **opts):
+    return F.run(fn, X0, steps, optimizer=lambda p: torch.optim.SGD(p, **opts)).path
+
+
+def test_physics_form_equals_torch_sgd_momentum():
+    """v = −α·b: v ← βv − α∇f, x ← x + v is torch's b ← βb + ∇f, x ← x − αb with the same α, β."""
+    fn = F.rosenbrock()
+    physics = F.run(fn, X0, STEPS, update=rates.heavy_ball(LR, BETA)).path
+    torch.testing.assert_close(physics, _torch_path(fn, STEPS, lr=LR, momentum=BETA), rtol=1e-10, atol=1e-12)
+
+
+def test_dampening_is_not_the_ema_started_at_zero():
+    """torch's first step puts the whole gradient into the buffer, so m₀ = 0 gives another path."""
+    fn = F.rosenbrock()
+    ema = F.run(fn, X0, STEPS, update=rates.ema_momentum(LR, BETA)).path
+    damp = _torch_path(fn, STEPS, lr=LR, momentum=BETA, dampening=BETA)
+    assert not torch.allclose(ema, damp, rtol=1e-10, atol=1e-12)
+
+
+def _physics_schedule(rescale_velocity):
+    """The physics form with the step halved after 250 iterations (and the velocity rescaled, or not)."""
+    def update(x, grad_fn, state):
+        k, v = (0, torch.zeros_like(x)) if state is None else state
+        a = LR if k < 250 else LR / 2
+        if rescale_velocity and k == 250:
+            v = v * 0.5
+        v = BETA * v - a * grad_fn(x)
+        return x + v, (k + 1, v)
+    return update
+
+
+def test_with_a_schedule_the_forms_differ_unless_the_velocity_is_rescaled():
+    fn = F.rosenbrock()
+    p = torch.tensor(X0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=LR, momentum=BETA)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=250, gamma=0.5)
+    ref = []
+    for _ in range(STEPS):
+        p.grad = fn.grad(p.detach())
+        opt.step()
+        sched.step()
+        ref.append(p.detach().clone())
+    ref = torch.stack(ref)
+    plain = F.run(fn, X0, STEPS, update=_physics_schedule(False)).path[1:]
+    rescaled = F.run(fn, X0, STEPS, update=_physics_schedule(True)).path[1:]
+    assert not torch.allclose(plain, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rescaled, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_nesterov_stores_the_look_ahead_point():
+    """torch.optim.SGD(nesterov=True) keeps y_k = x_k + βv_k of the look-ahead form in the parameters."""
+    fn = F.rosenbrock()
+    upd = rates.nesterov(LR, BETA)
+    x, v = torch.tensor(X0, dtype=torch.float64), None
+    look_ahead = [x.clone()]
+    for _ in range(STEPS):
+        x, v = upd(x, fn.grad, v)
+        look_ahead.append(x + BETA * v)
+    torch.testing.assert_close(_torch_path(fn, STEPS, lr=LR, momentum=BETA, nesterov=True),
+                               torch.stack(look_ahead), rtol=1e-10, atol=1e-12)

@@ -28,7 +28,8 @@ __all__ = [
     "METHODS", "gd", "gd_exact_quadratic", "gd_armijo", "heavy_ball", "nesterov", "ema_momentum", "gd_step", "gd_optimal_step",
     "heavy_ball_params", "nesterov_params", "method_params", "spectral_rate", "predicted_iterations",
     "iterations_to_tolerance", "quadratic_iterations", "loglog_slope", "gd_convex_bound",
-    "gd_strongly_convex_bound", "nesterov_bound", "kappa",
+    "gd_strongly_convex_bound", "nesterov_bound", "kappa", "stability_limit", "nesterov_potential",
+    "heavy_ball_global_rate",
 ]
 
 
@@ -333,3 +334,47 @@ def nesterov_bound(mu: float, L: float, gap0: float, r0_sq: float, k):
     """f(x_k) − f* ≤ (1 − √(μ/L))^k (f(x₀) − f* + μ‖x₀ − x*‖²/2): Nesterov's method with ``nesterov_params``."""
     kappa(mu, L)
     return (1 - math.sqrt(mu / L)) ** np.asarray(k, dtype=float) * (gap0 + mu * r0_sq / 2)
+
+
+def stability_limit(beta: float, L: float, look_ahead: bool = False) -> float:
+    """The largest step α with which the method is stable on f = ½Lx² (a quadratic of curvature L).
+
+    Gradient descent is β = 0: α < 2/L. The heavy ball: α < 2(1 + β)/L; Nesterov
+    (``look_ahead=True``): α < 2(1 + β)/((1 + 2β)L). Divide by 1 − β for the effective step.
+    """
+    _check_scalar("beta", beta, 0.0, 1.0)
+    _check_scalar("L", L, 0.0, None, low_open=True)
+    if look_ahead:
+        return 2 * (1 + beta) / ((1 + 2 * beta) * L)
+    return 2 * (1 + beta) / L
+
+
+def nesterov_potential(values, path, f_star: float, x_star, mu: float, L: float) -> np.ndarray:
+    """The Lyapunov function Φ_k = f(x_k) − f* + μ/2‖z_k − x*‖² of Nesterov's strongly convex scheme.
+
+    ``values`` are f(x_k) and ``path`` the points x_k (shape (K + 1, dim)) of a run of
+    ``nesterov(*nesterov_params(mu, L))``; z_k = x_k + (√κ − 1)(x_k − x_{k−1}) with x_{−1} = x_0.
+    The chapter's theorem: Φ_{k+1} ≤ (1 − 1/√κ) Φ_k.
+    """
+    sk = math.sqrt(kappa(mu, L))
+    x = torch.as_tensor(path, dtype=torch.float64)
+    if x.ndim != 2:
+        raise ValueError(f"path must have shape (steps + 1, dim), got {tuple(x.shape)}")
+    prev = torch.cat([x[:1], x[:-1]])
+    z = x + (sk - 1) * (x - prev)
+    dist_sq = ((z - torch.as_tensor(x_star, dtype=torch.float64)) ** 2).sum(1)
+    return np.asarray(values, dtype=float) - f_star + mu / 2 * dist_sq.numpy()
+
+
+def heavy_ball_global_rate(mu: float, L: float, beta: float) -> float:
+    """The rate r of the chapter's global theorem for the heavy ball with α = 2/(μ + L).
+
+    With q = (κ − 1)/(κ + 1) the errors obey e_{k+1} ≤ (q + β)e_k + βe_{k−1}, so
+    ‖x_k − x*‖ ≤ r^k ‖x_0 − x*‖ with r the positive root of z² = (q + β)z + β; r < 1 iff β < 1/(κ + 1).
+    """
+    k = kappa(mu, L)
+    _check_scalar("beta", beta, 0.0, 1.0)
+    if beta >= 1 / (k + 1):
+        raise ValueError(f"the theorem needs beta < 1/(kappa + 1) = {1 / (k + 1):.4g}, got {beta!r}")
+    q = (k - 1) / (k + 1)
+    return ((q + beta) + math.sqrt((q + beta) ** 2 + 4 * beta)) / 2
