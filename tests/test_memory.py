@@ -143,7 +143,9 @@ def test_checkpointing_and_accumulation_reduce_activations():
     assert full < sel < none
     a = ledger(cfg, batch=8, seq=1024)
     b = ledger(cfg, batch=8, seq=1024, micro_batch=2)
-    assert b.activations < a.activations and b.model_states == a.model_states
+    assert b.activations < a.activations
+    # 16-bit gradients are summed in an fp32 buffer: 4 more bytes per parameter
+    assert b.model_states == a.model_states + 4 * a.n_params == b.model_states
     with pytest.raises(ValueError, match="multiple"):
         ledger(cfg, batch=8, seq=1024, micro_batch=3)
 
@@ -247,7 +249,7 @@ def test_simulated_timeline_of_a_step():
     assert points[-3].activations == 0 and points[-3].grads == sum(p.numel() * 4 for p in net.parameters())
     assert points[-2].states == state_bytes([tuple(p.shape) for p in net.parameters()], "adam")
     assert points[-1].grads == 0
-    with pytest.raises(ValueError, match="same model"):
+    with pytest.raises(ValueError, match="for this model"):
         simulate_step(saved, mlp([2, 2]))
 
 
@@ -275,9 +277,103 @@ def test_ledger_table_and_dict():
     led = ledger("gpt2", "adam", "mixed", batch=4, seq=512)
     d = led.as_dict()
     assert d["total"] == d["model_states"] + d["activations"]
-    text = led.table(terms=True)
+    text = led.table(terms=True, lang="en")
     assert "124,439,808 parameters" in text and "optimizer states" in text and "16.0 B/p" in text
+    assert "logits gradient" in text  # listed, but not in the total
+    ru = led.table(terms=True)
+    assert "124,439,808 параметров" in ru and "состояния оптимизатора" in ru and "16.0 Б/пар" in ru
+    assert "слои: 12 × один слой" in ru and "не входит в итог" in ru
+    assert max(len(line) for line in ru.splitlines()) <= 60
     assert str(led) == led.table()
+    assert memory.label("layers: 48 × per-layer") == "слои: 48 × один слой"
+    with pytest.raises(ValueError, match="lang"):
+        led.table(lang="de")
+
+
+def test_every_term_has_a_russian_label():
+    cfg = GPTConfig(n_layer=2, n_head=4, n_embd=64, dropout=0.1, attention="math")
+    keys = set()
+    for prec in ["mixed", "amp", "fp32"]:
+        for ck in ["none", "full"]:
+            keys |= set(ledger(cfg, "adam", prec, batch=2, seq=64, checkpointing=ck).activation_terms)
+    keys |= set(transformer_layer_terms(64, 2, 64, 4, 2, False, "math", 1, 4, 4, 4))
+    keys |= set(transformer_layer_terms(64, 2, 64, 4, 2, False, "sdpa"))
+    keys |= set(llama_activation_terms(LlamaConfig(n_layer=1, n_embd=64, n_head=4, n_kv_head=4), 1, 16))
+    keys |= {"logits gradient (s·b·V)", "saved by modules (rules)"}
+    for k in keys:
+        assert memory.label(k) != k or k == "V", k
+
+
+def test_saved_tensors_table_in_russian():
+    net = mlp([4, 8, 2])
+    with SavedTensors(net) as saved:
+        net(torch.randn(3, 4))
+    assert "активация" in saved.table(lang="ru") and "activation" in saved.table()
+
+
+# ---------------------------------------------------------------------------- what total leaves out
+
+
+def test_logits_gradient_is_listed_outside_the_total():
+    led = ledger("gpt2", "adam", "mixed", batch=32, seq=1024)
+    s_b_v = 32 * 1024 * 50257
+    assert led.transients == {"logits gradient (s·b·V)": 2 * s_b_v}
+    assert led.total == led.model_states + led.activations  # transients are not added
+    amp = ledger("gpt2", "adam", "amp", batch=32, seq=1024)
+    assert amp.transients["logits gradient (s·b·V)"] == 4 * s_b_v  # fp32 under autocast
+
+
+# ---------------------------------------------------------------------------- gradient accumulation
+
+
+def test_fp32_accumulation_buffer_makes_mixed_adam_20_bytes():
+    n_tensors = len(list(memory.build("gpt2", "meta").parameters()))
+    plain = ledger("gpt2", "adam", "mixed", batch=32, seq=1024)
+    acc = ledger("gpt2", "adam", "mixed", batch=32, seq=1024, micro_batch=8)
+    psi = plain.n_params
+    assert plain.model_states == 16 * psi + 4 * n_tensors
+    assert acc.accumulation == 4 * psi and acc.model_states == 20 * psi + 4 * n_tensors
+    assert ledger("gpt2", "adam", "mixed", batch=32, seq=1024, micro_batch=8,
+                  grad_accum_bytes=0).model_states == plain.model_states
+    # fp32 gradients accumulate in .grad itself; one micro-batch = no accumulation
+    assert ledger("gpt2", "adam", "fp32", batch=32, seq=1024, micro_batch=8).accumulation == 0
+    assert ledger("gpt2", "adam", "mixed", batch=8, seq=1024, micro_batch=8).accumulation == 0
+    with pytest.raises(ValueError, match="grad_accum_bytes"):
+        ledger("gpt2", batch=4, micro_batch=2, grad_accum_bytes=-1)
+
+
+# ---------------------------------------------------------------------------- autocast
+
+
+@pytest.mark.parametrize("attention, dropout", [("math", 0.1), ("math", 0.0), ("sdpa", 0.0)])
+def test_amp_ledger_agrees_with_saved_tensors_under_cpu_autocast(attention, dropout):
+    """CPU autocast: fp32 residual stream, LayerNorm and log-softmax, 16-bit matmul inputs and
+    16-bit weight copies; the only tensor the ledger leaves out is the loss's fp32 scalar."""
+    cfg = SMALL.with_(attention=attention, dropout=dropout)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    idx, targets = torch.randint(0, 256, (3, 64)), torch.randint(0, 256, (3, 64))
+    with SavedTensors(model) as saved:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(idx, targets)
+    led = ledger(model, "adam", "amp", batch=3, seq=64, target="cpu")
+    assert led.activations - saved.activation_bytes == -4
+    copies = led.activation_terms["autocast: 16-bit copies of the weights"]
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    assert copies == 2 * linear
+
+
+def test_amp_on_cuda_keeps_fp32_softmax_and_a_16_bit_copy():
+    s, b, h, a = 64, 2, 64, 4
+    t = transformer_layer_terms(s, b, h, a, 2, True, "math", 1, 4, ln_input_bytes=4, softmax_bytes=4)
+    sbh, as2b = s * b * h, a * s * s * b
+    paper = sum(v for k, v in t.items() if "LayerNorm statistics" not in k)
+    assert paper == 38 * sbh + 7 * as2b  # the exercise of the chapter: sbh(38 + 7as/h)
+    no_drop = transformer_layer_terms(s, b, h, a, 2, False, "math", 1, 4, 4, 4)
+    assert no_drop["16-bit copy of the softmax output (as²b)"] == 2 * as2b
+    assert memory.PRECISIONS["amp"].weight_copies == 2 and memory.PRECISIONS["amp"].autocast
+    with pytest.raises(ValueError, match="GPT configs only"):
+        ledger("llama2-7b", "adam", "amp", batch=1, seq=16)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -290,14 +386,16 @@ def _cli(*args):
 def test_cli_prints_the_table():
     out = _cli("--model", "gpt2-xl", "--batch", "32", "--seq", "1024", "--optimizer", "adam", "--precision", "mixed")
     assert out.returncode == 0, out.stderr
-    assert "1,557,611,200 parameters" in out.stdout and "24.92 GB" in out.stdout
+    assert "1,557,611,200 параметров" in out.stdout and "24.92 ГБ" in out.stdout
+    en = _cli("--model", "gpt2", "--lang", "en")
+    assert en.returncode == 0 and "124,439,808 parameters" in en.stdout
 
 
 def test_cli_help():
     out = _cli("--help")
     assert out.returncode == 0
     for option in ("--model", "--batch", "--seq", "--optimizer", "--precision", "--target", "--checkpointing",
-                   "--micro-batch", "--unit", "--terms"):
+                   "--micro-batch", "--grad-accum-bytes", "--unit", "--terms", "--lang"):
         assert option in out.stdout
 
 
@@ -308,6 +406,7 @@ def test_cli_help():
     (["--batch", "0"], "--batch must be a positive integer"),
     (["--model", "gpt2", "--seq", "5000"], "block_size"),
     (["--batch", "6", "--micro-batch", "4"], "multiple"),
+    (["--grad-accum-bytes", "-2"], "--grad-accum-bytes must be >= 0"),
 ])
 def test_cli_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -317,9 +416,12 @@ def test_cli_errors(args, message, capsys):
 
 
 def test_cli_in_process(capsys):
-    assert memory.main(["--model", "gpt2", "--batch", "2", "--seq", "128", "--terms", "--unit", "MB"]) == 0
+    assert memory.main(["--model", "gpt2", "--batch", "2", "--seq", "128", "--terms", "--unit", "MB",
+                        "--lang", "en"]) == 0
     out = capsys.readouterr().out
     assert "124,439,808 parameters" in out and "layers: 12 × per-layer" in out and " MB" in out
+    assert memory.main(["--model", "gpt2", "--batch", "4", "--micro-batch", "2"]) == 0
+    assert "буфер накопления градиентов" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- GPU
@@ -355,3 +457,46 @@ def test_ledger_of_a_plain_module_needs_an_example_input():
     """Without an input the activations are unknown: an error, never a silent zero."""
     with pytest.raises(ValueError, match="example_input"):
         memory.ledger(torch.nn.Linear(4, 3), "adam", "fp32")
+
+
+def test_timeline_frees_the_loss_first_in_a_gpt():
+    """The loss inside GPT.forward saves last, so backward frees its log-softmax first."""
+    torch.manual_seed(0)
+    model = GPT(SMALL.with_(attention="math"))
+    idx = torch.randint(0, 256, (2, 32))
+    with SavedTensors(model) as saved:
+        model(idx, torch.randint(0, 256, (2, 32)))
+    points = simulate_step(saved, model, "adam", first_step=False)
+    fwd = [p for p in points if p.phase == "forward"]
+    bwd = [p for p in points if p.phase == "backward"]
+    assert max(points, key=lambda p: p.total) is fwd[-1]  # the peak: the end of forward
+    assert fwd[-1].event == memory.ROOT and bwd[0].event == memory.ROOT
+    log_softmax = 2 * 32 * 256 * 4
+    assert fwd[-1].activations - bwd[0].activations >= log_softmax
+
+
+def test_cpu_peak_of_a_step_sees_the_logits_gradients():
+    """Measured on CPU: the peak of a second step is the end of forward plus two s·b·V tensors
+    (nll_loss and log_softmax backward), above the simulation and below the ledger's total."""
+    torch.manual_seed(0)
+    cfg = SMALL.with_(attention="math", dropout=0.1)
+    model = GPT(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    idx, targets = torch.randint(0, 256, (2, 64)), torch.randint(0, 256, (2, 64))
+
+    def step():
+        model(idx, targets)[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    with SavedTensors(model) as saved:
+        model(idx, targets)
+    model.zero_grad(set_to_none=True)
+    mem = memory.cpu_peak_step(step)
+    assert mem["net"] == 0  # a steady state: the step frees what it allocates
+    acts = saved.activation_bytes
+    sbv = 2 * 64 * 256 * 4
+    assert abs(mem["peak"] - (acts + 2 * sbv)) < 0.02 * acts
+    led = ledger(model, "adam", "fp32", batch=2, seq=64, target="cpu")
+    assert led.weights + led.optimizer_states + mem["peak"] < led.total

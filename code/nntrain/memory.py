@@ -9,11 +9,19 @@ The ledger counts, for a model (or a config), an optimizer, a precision mode and
 
 Measurements check it: :class:`SavedTensors` counts the storages autograd saves for backward
 (on any device, also ``meta``), :func:`optimizer_state_bytes` sums a real ``optimizer.state``,
-:func:`cuda_peak_step` reads ``torch.cuda.max_memory_allocated`` around a real step.
+:func:`cuda_peak_step` reads ``torch.cuda.max_memory_allocated`` around a real step, and
+:func:`cpu_peak_step` replays the CPU allocations of a step recorded by ``torch.profiler``.
 
 Later chapters plug in: a new optimizer's state size with :func:`register_optimizer`
 (Adafactor, 8-bit Adam), a new precision with :func:`register_precision`, activation
 checkpointing through ``checkpointing=``, gradient accumulation through ``micro_batch``.
+
+The ledger's ``total`` (model states + saved activations) is an *estimate* of a step's memory,
+neither an upper nor a lower bound of the peak: it leaves out the gradients of intermediate
+tensors (the logits gradient s·b·V is listed in ``Ledger.transients``), other temporaries,
+the cuBLAS workspace, ``foreach`` temporaries of the optimizer step, allocator fragmentation and
+the CUDA context; and since the peak comes before all gradients exist, it also adds gradients
+that do not coexist with all activations.
 
 Command line: ``python -m nntrain.memory --model gpt2-xl --batch 32 --seq 1024 --optimizer adam --precision mixed``.
 """
@@ -45,10 +53,12 @@ __all__ = [
     "TimelinePoint",
     "activation_rules",
     "bytes_per_parameter",
+    "cpu_peak_step",
     "cuda_peak_step",
     "estimate_activation_bytes",
     "format_bytes",
     "gpt_activation_terms",
+    "label",
     "ledger",
     "llama_activation_terms",
     "main",
@@ -65,13 +75,18 @@ ROOT = "(model)"  # how SavedTensors names the model itself; "" means outside th
 GB = 1e9  # the ledger speaks decimal gigabytes, like the ZeRO paper
 
 
-def format_bytes(n: float, unit: str = "auto") -> str:
-    """Human-readable decimal bytes: ``format_bytes(3.1e9) == '3.10 GB'``."""
+_UNITS_RU = {"B": "Б", "KB": "КБ", "MB": "МБ", "GB": "ГБ", "TB": "ТБ"}
+
+
+def format_bytes(n: float, unit: str = "auto", lang: str = "en") -> str:
+    """Human-readable decimal bytes: ``format_bytes(3.1e9) == '3.10 GB'`` ('3.10 ГБ' in ru)."""
     units = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
     if unit == "auto":
         unit = next((u for u in ("TB", "GB", "MB", "KB") if abs(n) >= units[u]), "B")
     check_choice("unit", unit, units)
-    return f"{n:.0f} B" if unit == "B" else f"{n / units[unit]:.2f} {unit}"
+    check_choice("lang", lang, ("ru", "en"))
+    name = _UNITS_RU[unit] if lang == "ru" else unit
+    return f"{n:.0f} {name}" if unit == "B" else f"{n / units[unit]:.2f} {name}"
 
 
 # ------------------------------------------------------------------------------ precision modes
@@ -85,14 +100,20 @@ class Precision:
     grads: int  # the gradients backward writes
     master: int  # an extra fp32 copy of the weights (mixed precision), 0 if none
     states: int  # one optimizer-state number
-    activations: int  # one saved activation
+    activations: int  # one saved activation (the 16-bit inputs of matmuls under autocast)
     description: str = ""
+    # torch.autocast only: the 16-bit copies of the weights that the forward pass casts (bytes per
+    # weight, alive while the graph lives), and the fp32 tensors of autocast's fp32 ops.
+    weight_copies: int = 0
+    autocast: bool = False
 
 
 PRECISIONS: dict[str, Precision] = {
     "fp32": Precision(4, 4, 0, 4, 4, "everything in float32"),
     "mixed": Precision(2, 2, 4, 4, 2, "fp16/bf16 weights, grads, activations + fp32 master and states (ZeRO)"),
-    "amp": Precision(4, 4, 0, 4, 2, "torch.autocast: fp32 weights and states, 16-bit activations"),
+    "amp": Precision(4, 4, 0, 4, 2, "torch.autocast: fp32 weights, grads and states; 16-bit inputs of "
+                     "matmuls and 16-bit weight copies saved; fp32 residual stream, LayerNorm, "
+                     "log-softmax (and softmax on CUDA)", weight_copies=2, autocast=True),
     "bf16": Precision(2, 2, 0, 2, 2, "pure bf16: weights, grads, states and activations"),
 }
 
@@ -185,34 +206,46 @@ def transformer_layer_terms(
     attention: str = "math",
     mask_bytes: int = 1,
     ln_stat_bytes: int = 4,
+    ln_input_bytes: int | None = None,
+    softmax_bytes: int | None = None,
 ) -> dict[str, int]:
-    """Bytes one GPT-2 layer saves for backward, term by term (Korthikanti et al. 2022, section 4.1).
+    """Bytes one GPT-2 layer saves for backward, term by term (Korthikanti et al., 4.1).
 
-    With 16-bit activations, 1-byte dropout masks and explicit attention the sum of the paper's
-    terms is sbh(34 + 5as/h). ``attention="sdpa"`` (a fused kernel) keeps no s×s matrix but the
-    row log-sum-exp; ``ln_stat_bytes`` counts LayerNorm's mean and 1/σ, which the paper omits.
+    With 16-bit activations, 1-byte dropout masks and explicit attention the paper's
+    terms sum to sbh(34 + 5as/h). ``attention="sdpa"`` (a fused kernel) keeps no s×s
+    matrix, only the row log-sum-exp; ``ln_stat_bytes`` prices LayerNorm's mean and
+    1/σ, which the paper omits. Under ``torch.autocast`` the LayerNorm inputs (the
+    residual stream) are fp32 (``ln_input_bytes=4``), and on CUDA softmax returns fp32
+    (``softmax_bytes=4``): the product with V then saves a 16-bit copy of it.
     """
     for name, v in dict(s=s, b=b, h=h, a=a, act_bytes=act_bytes).items():
         check_positive_int(name, v)
     check_choice("attention", attention, ("math", "sdpa"))
-    sbh, ab, mb = s * b * h, act_bytes, mask_bytes if dropout else 0
+    ab = act_bytes
+    ln = ab if ln_input_bytes is None else ln_input_bytes
+    sm = ab if softmax_bytes is None else softmax_bytes
+    mb = mask_bytes if dropout else 0
+    sbh, as2b = s * b * h, a * s * s * b
     terms = {
-        "LN1: input": ab * sbh,
+        "LN1: input": ln * sbh,
         "QKV projection: input": ab * sbh,
         "Q, K (for QKᵀ)": 2 * ab * sbh,
         "V": ab * sbh,
         "output projection: input": ab * sbh,
         "output projection: dropout mask": mb * sbh,
-        "LN2: input": ab * sbh,
+        "LN2: input": ln * sbh,
         "MLP fc: input": ab * sbh,
         "GeLU: input (4h)": 4 * ab * sbh,
         "MLP proj: input (4h)": 4 * ab * sbh,
         "MLP dropout mask": mb * sbh,
     }
     if attention == "math":
-        terms["softmax: output (as²b)"] = ab * a * s * s * b
-        terms["softmax dropout: mask (as²b)"] = mb * a * s * s * b
-        terms["softmax dropout: output (as²b)"] = ab * a * s * s * b if dropout else 0
+        terms["softmax: output (as²b)"] = sm * as2b
+        terms["softmax dropout: mask (as²b)"] = mb * as2b
+        if dropout:  # the product with V saves the dropout output
+            terms["softmax dropout: output (as²b)"] = ab * as2b
+        elif sm != ab:  # ... or its own 16-bit copy of an fp32 softmax output
+            terms["16-bit copy of the softmax output (as²b)"] = ab * as2b
     else:
         terms["fused attention: logsumexp"] = 4 * a * s * b
     terms["LayerNorm statistics (not in the paper)"] = 2 * 2 * s * b * ln_stat_bytes
@@ -227,13 +260,18 @@ def gpt_activation_terms(
     target: str = "cuda",
     checkpointing: str = "none",
     loss_bytes: int | None = None,
+    autocast: bool = False,
+    weight_copy_bytes: int = 0,
 ) -> dict[str, int]:
-    """Activation bytes of a whole GPT step: the layers, the embedding and the output layer with its loss.
+    """Activation bytes of a GPT step: layers, embedding, output layer and loss.
 
-    ``target`` sets the dropout-mask size (bool on CUDA, the activation dtype on CPU) and LayerNorm
-    statistics (fp32 on CUDA, the activation dtype on CPU). ``checkpointing``: "selective" drops the
-    s² attention terms (recomputed, Korthikanti et al.); "full" keeps each layer's input plus the
-    activations of one layer being recomputed during backward.
+    ``target`` sets the dropout-mask size (bool on CUDA, the activation dtype on CPU)
+    and LayerNorm statistics (fp32 on CUDA). ``checkpointing``: "selective" drops the
+    s² attention terms (recomputed, Korthikanti et al.); "full" keeps each layer's input
+    plus the activations of the one layer being recomputed during backward.
+    ``autocast=True`` follows torch.autocast's op lists: fp32 residual stream, LayerNorm
+    and log-softmax (and softmax on CUDA); ``weight_copy_bytes`` prices the 16-bit
+    copies of the Linear weights that the forward pass makes and the graph keeps.
     """
     if not isinstance(cfg, GPTConfig):
         raise TypeError(f"expected a GPTConfig, got {type(cfg).__name__}")
@@ -243,28 +281,39 @@ def gpt_activation_terms(
     check_choice("checkpointing", checkpointing, CHECKPOINTING)
     if seq > cfg.block_size:
         raise ValueError(f"seq={seq} is longer than block_size={cfg.block_size}")
-    s, b, h, L = seq, batch, cfg.n_embd, cfg.n_layer
+    s, b, h, L, V = seq, batch, cfg.n_embd, cfg.n_layer, cfg.vocab_size
     dropout = cfg.dropout > 0
-    mask_bytes = 1 if target == "cuda" else act_bytes
-    stat_bytes = 4 if target == "cuda" else act_bytes
-    layer = transformer_layer_terms(s, b, h, cfg.n_head, act_bytes, dropout, cfg.attention, mask_bytes, stat_bytes)
+    cuda = target == "cuda"
+    mask_bytes = 1 if cuda else act_bytes
+    res = 4 if autocast else act_bytes  # the residual stream: fp32 under autocast
+    stat_bytes = 4 if cuda or autocast else act_bytes
+    softmax_bytes = 4 if autocast and cuda else act_bytes
+    layer = transformer_layer_terms(s, b, h, cfg.n_head, act_bytes, dropout,
+                                    cfg.attention, mask_bytes, stat_bytes, res,
+                                    softmax_bytes)
     per_layer = sum(layer.values())
     if checkpointing == "selective" and cfg.attention == "math":
         per_layer -= sum(v for k, v in layer.items() if "as²b" in k)
     sbh = s * b * h
-    loss_bytes = act_bytes if loss_bytes is None else loss_bytes
+    if loss_bytes is None:
+        loss_bytes = 4 if autocast else act_bytes
+    emb_mask = (1 if cuda else res) if dropout else 0
     out = {
         "embedding: token ids": 8 * s * b + 8 * s,  # wte saves idx, wpe saves positions
-        "embedding dropout mask": (mask_bytes if dropout else 0) * sbh,
-        "final LayerNorm + output layer input": 2 * act_bytes * sbh + 2 * s * b * stat_bytes,
-        "loss: log-softmax (s·b·V)": loss_bytes * s * b * cfg.vocab_size,
+        "embedding dropout mask": emb_mask * sbh,
+        "final LayerNorm + output layer input": (res + act_bytes) * sbh
+        + 2 * s * b * stat_bytes,
+        "loss: log-softmax (s·b·V)": loss_bytes * s * b * V,
         "loss: targets": 8 * s * b,
     }
     if checkpointing == "full":
-        out["layers: inputs kept (L·sbh)"] = L * act_bytes * sbh
+        out["layers: inputs kept (L·sbh)"] = L * res * sbh
         out["layers: one layer recomputed"] = per_layer
     else:
         out[f"layers: {L} × per-layer"] = L * per_layer
+    if weight_copy_bytes:
+        linear = L * 12 * h * h + V * h  # the Linear weights; the output layer's is wte
+        out["autocast: 16-bit copies of the weights"] = weight_copy_bytes * linear
     return out
 
 
@@ -517,12 +566,28 @@ class SavedTensors:
             out[name] = out.get(name, 0) + r.nbytes
         return out
 
-    def table(self) -> str:
-        lines = [f"{'#':>3}  {'module':<28} {'shape':<22} {'dtype':<9} {'bytes':>12}  kind"]
+    def table(self, lang: str = "en") -> str:
+        """One line per saved storage; ``lang="ru"`` prints the book's Russian headers."""
+        check_choice("lang", lang, ("ru", "en"))
+        if lang == "en":
+            lines = [f"{'#':>3}  {'module':<28} {'shape':<22} {'dtype':<9} {'bytes':>12}  kind"]
+            kinds = {"activation": "activation", "parameter": "parameter"}
+        else:
+            lines = [f"{'#':>3}  {'модуль':<16} {'форма':<18} {'тип':<9} {'байт':>10}  вид"]
+            kinds = {"activation": "активация", "parameter": "параметр"}
+        wide = lang == "en"
         for r in self.records:
-            lines.append(f"{r.order:>3}  {r.module[:28]:<28} {str(r.shape)[:22]:<22} "
-                         f"{str(r.dtype).replace('torch.', ''):<9} {r.nbytes:>12,}  {r.kind}")
-        lines.append(f"activations: {self.activation_bytes:,} B; parameters saved: {self.parameter_bytes:,} B")
+            mod = r.module[:28] if wide else r.module[-16:]
+            lines.append(f"{r.order:>3}  {mod:<{28 if wide else 16}} "
+                         f"{str(r.shape)[:22]:<{22 if wide else 18}} "
+                         f"{str(r.dtype).replace('torch.', ''):<9} "
+                         f"{r.nbytes:>{12 if wide else 10},}  {kinds[r.kind]}")
+        if wide:
+            lines.append(f"activations: {self.activation_bytes:,} B; "
+                         f"parameters saved: {self.parameter_bytes:,} B")
+        else:
+            lines.append(f"активации: {self.activation_bytes:,} Б; "
+                         f"сохранённые параметры: {self.parameter_bytes:,} Б")
         return "\n".join(lines)
 
 
@@ -536,6 +601,39 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
             if torch.is_tensor(v):
                 seen[_storage_key(v)] = v.untyped_storage().nbytes()
     return sum(seen.values())
+
+
+def cpu_peak_step(step: Callable[[], None]) -> dict[str, int]:
+    """Run ``step()`` under ``torch.profiler`` and report the CPU memory it allocates.
+
+    Returns ``{"peak": the most bytes allocated above the start, "net": allocated at the end
+    minus at the start}``; what was allocated before the call (weights, optimizer states) is
+    not included. The CPU counterpart of :func:`cuda_peak_step`; it replays the profiler's
+    allocation events in time order, so it sees every temporary, not only saved tensors.
+    """
+    import os
+    from torch.profiler import ProfilerActivity, profile
+
+    # The profiler's C++ library logs "profiler_start/stop" lines to file descriptor 2: keep
+    # them out of notebook outputs (Python-level warnings still show).
+    sys.stderr.flush()
+    saved_fd, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+    finally:
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(devnull)
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
+    events.sort(key=lambda e: e.start_ns())
+    now = peak = 0
+    for e in events:
+        now += e.nbytes()
+        peak = max(peak, now)
+    return {"peak": peak, "net": now}
 
 
 def cuda_peak_step(step: Callable[[], None], device: Union[str, torch.device] = "cuda") -> dict[str, int]:
@@ -558,9 +656,67 @@ def cuda_peak_step(step: Callable[[], None], device: Union[str, torch.device] = 
 # ------------------------------------------------------------------------------ the ledger
 
 
+# Russian names of the ledger's rows and activation terms, for the book's printed tables.
+LABELS_RU = {
+    "weights": "веса",
+    "gradients": "градиенты",
+    "fp32 master copy": "мастер-копия fp32",
+    "gradient accumulation": "буфер накопления градиентов",
+    "optimizer states": "состояния оптимизатора",
+    "model states": "состояния модели",
+    "activations": "активации",
+    "total": "итог (оценка)",
+    "not in the total": "не входит в итог",
+    "LN1: input": "LN1: вход",
+    "QKV projection: input": "проекция QKV: вход",
+    "Q, K (for QKᵀ)": "Q, K (для QKᵀ)",
+    "V": "V",
+    "output projection: input": "выходная проекция: вход",
+    "output projection: dropout mask": "маска dropout после проекции",
+    "LN2: input": "LN2: вход",
+    "MLP fc: input": "MLP, первый слой: вход",
+    "GeLU: input (4h)": "GeLU: вход (4h)",
+    "MLP proj: input (4h)": "MLP, второй слой: вход (4h)",
+    "MLP dropout mask": "маска dropout в MLP",
+    "softmax: output (as²b)": "softmax: выход (as²b)",
+    "softmax dropout: mask (as²b)": "dropout после softmax: маска (as²b)",
+    "softmax dropout: output (as²b)": "dropout после softmax: выход (as²b)",
+    "16-bit copy of the softmax output (as²b)": "16-битная копия выхода softmax (as²b)",
+    "fused attention: logsumexp": "слитное внимание: logsumexp",
+    "LayerNorm statistics (not in the paper)": "статистики LayerNorm (нет в статье)",
+    "embedding: token ids": "эмбеддинг: номера токенов",
+    "embedding dropout mask": "маска dropout после эмбеддинга",
+    "final LayerNorm + output layer input": "финальный LayerNorm, вход выходного слоя",
+    "loss: log-softmax (s·b·V)": "потери: log-softmax (s·b·V)",
+    "loss: targets": "потери: правильные ответы",
+    "layers: inputs kept (L·sbh)": "слои: хранимые входы (L·sbh)",
+    "layers: one layer recomputed": "слои: один пересчитываемый слой",
+    "autocast: 16-bit copies of the weights": "autocast: 16-битные копии весов",
+    "rotary tables": "таблицы поворотных кодирований",
+    "final RMSNorm": "финальный RMSNorm",
+    "saved by modules (rules)": "сохранено модулями (по правилам)",
+    "logits gradient (s·b·V)": "градиент по логитам (s·b·V)",
+}
+
+
+def label(key: str, lang: str = "ru") -> str:
+    """The printed name of a ledger row or an activation term: ``label("weights") == "веса"``."""
+    check_choice("lang", lang, ("ru", "en"))
+    if lang == "en":
+        return key
+    if key.startswith("layers: ") and key.endswith(" × per-layer"):
+        return f"слои: {key.split()[1]} × один слой"
+    return LABELS_RU.get(key, key)
+
+
 @dataclass
 class Ledger:
-    """Bytes of one training step by kind; ``print(ledger)`` shows the table, ``asdict`` gives numbers."""
+    """Bytes of one training step by kind; ``print(ledger)`` shows the table.
+
+    ``total`` = model states + saved activations is an estimate, neither an upper nor a lower
+    bound of the peak (see the module docstring for what it leaves out). ``transients`` lists
+    short-lived buffers that are known but not in ``total`` (the logits gradient).
+    """
 
     model: str
     n_params: int
@@ -574,34 +730,55 @@ class Ledger:
     optimizer_states: int
     activations: int
     activation_terms: dict[str, int] = field(default_factory=dict)
+    accumulation: int = 0  # a separate (fp32) buffer that sums micro-batch gradients
+    transients: dict[str, int] = field(default_factory=dict)
 
     @property
     def model_states(self) -> int:
-        """Weights + gradients + master copy + optimizer states: what ZeRO partitions."""
-        return self.weights + self.grads + self.master + self.optimizer_states
+        """Weights + gradients (+ accumulation buffer) + master copy + optimizer states."""
+        return (self.weights + self.grads + self.accumulation + self.master
+                + self.optimizer_states)
 
     @property
     def total(self) -> int:
+        """Model states + saved activations: an estimate, not a bound (see the class doc)."""
         return self.model_states + self.activations
 
     def as_dict(self) -> dict[str, int]:
-        return {"weights": self.weights, "grads": self.grads, "master": self.master,
-                "optimizer_states": self.optimizer_states, "activations": self.activations,
-                "model_states": self.model_states, "total": self.total}
+        return {"weights": self.weights, "grads": self.grads, "accumulation": self.accumulation,
+                "master": self.master, "optimizer_states": self.optimizer_states,
+                "activations": self.activations, "model_states": self.model_states,
+                "total": self.total}
 
-    def table(self, unit: str = "auto", terms: bool = False) -> str:
-        head = (f"{self.model}: {self.n_params:,} parameters | optimizer {self.optimizer} | "
-                f"precision {self.precision} | batch {self.batch}" + (f" | seq {self.seq}" if self.seq else ""))
-        rows = [("weights", self.weights), ("gradients", self.grads), ("fp32 master copy", self.master),
+    def table(self, unit: str = "auto", terms: bool = False, lang: str = "ru") -> str:
+        """The ledger as a text table (≤ 60 characters wide), in Russian or English."""
+        check_choice("lang", lang, ("ru", "en"))
+        ru = lang == "ru"
+        head = (f"{self.model}: {self.n_params:,} " + ("параметров" if ru else "parameters"))
+        head2 = (f"оптимизатор {self.optimizer} | точность {self.precision} | батч {self.batch}"
+                 if ru else f"optimizer {self.optimizer} | precision {self.precision} | "
+                 f"batch {self.batch}") + (f" | s = {self.seq}" if self.seq else "")
+        per = "Б/пар" if ru else "B/p"
+        rows = [("weights", self.weights), ("gradients", self.grads),
+                ("gradient accumulation", self.accumulation), ("fp32 master copy", self.master),
                 ("optimizer states", self.optimizer_states), ("model states", self.model_states),
                 ("activations", self.activations), ("total", self.total)]
-        lines = [head, "-" * 44]
+        rule = "-" * 50
+        lines = [head, head2, rule]
         for name, v in rows:
+            if name == "gradient accumulation" and not v:
+                continue
             if name in ("model states", "total"):
-                lines.append("-" * 44)
-            lines.append(f"{name:<22}{format_bytes(v, unit):>14}{v / max(self.n_params, 1):>7.1f} B/p")
+                lines.append(rule)
+            lines.append(f"{label(name, lang)[:28]:<28}{format_bytes(v, unit, lang):>12}"
+                         f"{v / max(self.n_params, 1):>6.1f} {per}")
             if terms and name == "activations":
-                lines += [f"  {k[:36]:<36}{format_bytes(t, unit):>14}" for k, t in self.activation_terms.items()]
+                lines += [f"  {label(k, lang)[:40]:<40}{format_bytes(t, unit, lang):>12}"
+                          for k, t in self.activation_terms.items()]
+        if self.transients:
+            lines.append(label("not in the total", lang) + ":")
+            lines += [f"  {label(k, lang)[:40]:<40}{format_bytes(t, unit, lang):>12}"
+                      for k, t in self.transients.items()]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -632,14 +809,19 @@ def ledger(
     target: str = "cuda",
     checkpointing: str = "none",
     micro_batch: int | None = None,
+    grad_accum_bytes: int | None = None,
 ) -> Ledger:
     """The memory ledger of one naive training step.
 
     ``model``: a preset name ("gpt2-xl"), a ``GPTConfig``/``LlamaConfig`` (built on ``meta``, nothing is
     allocated), or any ``nn.Module`` (then ``example_input``, one micro-batch, is required: it gives the
     activation estimate by module rules, and without it the activations would be a silent zero).
-    ``micro_batch``: with gradient accumulation only one micro-batch of activations is alive at a time.
-    Activation bytes follow ``precision`` and ``target``.
+    ``micro_batch``: with gradient accumulation only one micro-batch of activations is alive at a time,
+    and the micro-batch gradients are summed in a buffer of ``grad_accum_bytes`` per parameter: by
+    default 4 (fp32) when the gradients themselves are 16-bit (summing in 16 bits loses the small
+    contributions), 0 when they are fp32 already (they accumulate in ``.grad``).
+    Activation bytes follow ``precision`` and ``target``; ``precision="amp"`` (torch.autocast)
+    is modelled for GPT configs, whose op lists are known.
     """
     check_choice("optimizer", optimizer, OPTIMIZER_STATES)
     check_choice("precision", precision, PRECISIONS)
@@ -652,6 +834,11 @@ def ledger(
             raise ValueError(f"batch={batch} is not a multiple of micro_batch={micro_batch}")
     live_batch = micro_batch or batch
     p = PRECISIONS[precision]
+    accumulating = micro_batch is not None and micro_batch < batch
+    if grad_accum_bytes is None:
+        grad_accum_bytes = 4 if accumulating and p.grads < 4 else 0
+    elif not isinstance(grad_accum_bytes, int) or grad_accum_bytes < 0:
+        raise ValueError(f"grad_accum_bytes must be a non-negative int, got {grad_accum_bytes!r}")
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
         check_choice("model", model, PRESETS)
@@ -664,14 +851,21 @@ def ledger(
     else:
         raise TypeError(f"model must be a preset name, a GPTConfig/LlamaConfig or an nn.Module, got {name}")
 
+    if p.autocast and not isinstance(cfg, GPTConfig):
+        raise ValueError(f"precision {precision!r} (torch.autocast) is modelled for GPT configs only")
+    transients: dict[str, int] = {}
     if isinstance(cfg, GPTConfig):
         seq = cfg.block_size if seq is None else seq
-        terms = gpt_activation_terms(cfg, live_batch, seq, p.activations, target, checkpointing)
+        terms = gpt_activation_terms(cfg, live_batch, seq, p.activations, target, checkpointing,
+                                     autocast=p.autocast, weight_copy_bytes=p.weight_copies)
+        # dL/dlogits has the dtype of the log-softmax (fp32 under autocast), s·b·V numbers
+        transients["logits gradient (s·b·V)"] = terms["loss: log-softmax (s·b·V)"]
     elif isinstance(cfg, LlamaConfig):
         if checkpointing != "none":
             raise ValueError("checkpointing is modelled for GPT configs only")
         seq = cfg.block_size if seq is None else seq
         terms = llama_activation_terms(cfg, live_batch, seq, p.activations)
+        transients["logits gradient (s·b·V)"] = terms["loss: log-softmax (s·b·V)"]
     else:
         if example_input is None:
             raise ValueError(f"ledger({name}) cannot estimate activations of a plain nn.Module without "
@@ -684,6 +878,7 @@ def ledger(
         weights=p.weights * n, grads=p.grads * n, master=p.master * n,
         optimizer_states=state_bytes(shapes, optimizer, p.states),
         activations=sum(terms.values()), activation_terms=terms,
+        accumulation=grad_accum_bytes * n, transients=transients,
     )
 
 
@@ -713,42 +908,45 @@ def simulate_step(
     state_number_bytes: int = 4,
     first_step: bool = True,
 ) -> list[TimelinePoint]:
-    """A simulated allocator: replay one step module by module from what ``saved`` recorded.
+    """A simulated allocator: replay one step from what ``saved`` recorded.
 
-    Forward: each module adds the activations it saved. Backward (modules in reverse order): a
-    module's saved tensors are freed and its parameters' gradients appear. Step: the optimizer
-    states appear (on the first step), then ``zero_grad(set_to_none=True)`` frees the gradients.
+    Forward: the saves of each module (a run of consecutive saves) add activations.
+    Backward, in reverse order: those activations are freed and the module's parameters
+    get their gradients. Step: the optimizer states appear (on the first step), then
+    ``zero_grad(set_to_none=True)`` frees the gradients. Gradients of intermediate
+    tensors (the logits gradient, for one) are not modelled.
     """
     if saved.model is not model:
-        raise ValueError("saved must be recorded with SavedTensors(model) for this same model")
-    params = list(model.parameters())
-    w = sum(p.numel() * p.element_size() for p in params)
+        raise ValueError("record saved with SavedTensors(model) for this model")
+    nbytes = lambda p: p.numel() * p.element_size()  # noqa: E731
+    w = sum(nbytes(p) for p in model.parameters())
     modules = {(name or ROOT): m for name, m in model.named_modules()}
-    states_total = state_bytes(_param_shapes(model), optimizer, state_number_bytes)
-    states0 = 0 if first_step else states_total
-    acts: dict[str, int] = {}
+    states = state_bytes(_param_shapes(model), optimizer, state_number_bytes)
+    states0 = 0 if first_step else states
+    runs: list[list] = []  # [module, activation bytes]: consecutive saves of one module
     for r in saved.records:
+        if not runs or runs[-1][0] != r.module:
+            runs.append([r.module, 0])
         if r.kind == "activation":
-            acts[r.module] = acts.get(r.module, 0) + r.nbytes
-    order = saved.module_order + ([""] if "" in acts else [])
-    label = {m: (m or "loss") for m in order}
+            runs[-1][1] += r.nbytes
     points = [TimelinePoint("start", "forward", w, 0, states0, 0)]
     live = grads = 0
-    for m in order:
-        live += acts.get(m, 0)
-        points.append(TimelinePoint(label[m], "forward", w, 0, states0, live))
-    done: set[int] = set()  # parameter ids whose gradient exists (tied weights count once)
-    for m in reversed(order):
-        live -= acts.get(m, 0)
-        if m in modules:
-            for p in modules[m].parameters(recurse=False):
-                if p.requires_grad and id(p) not in done:
-                    done.add(id(p))
-                    grads += p.numel() * p.element_size()
-        points.append(TimelinePoint(label[m], "backward", w, grads, states0, live))
-    grads += sum(p.numel() * p.element_size() for p in params if p.requires_grad and id(p) not in done)
-    points.append(TimelinePoint("optimizer.step()", "step", w, grads, states_total, 0))
-    points.append(TimelinePoint("zero_grad()", "step", w, 0, states_total, 0))
+    for m, act in runs:  # forward: saved tensors pile up
+        live += act
+        points.append(TimelinePoint(m or "loss", "forward", w, 0, states0, live))
+    done: set[int] = set()  # parameters with a gradient (a tied weight counts once)
+    for m, act in reversed(runs):  # backward: free what m saved, add its gradients
+        live -= act
+        own = modules[m].parameters(recurse=False) if m in modules else []
+        for p in own:
+            if p.requires_grad and id(p) not in done:
+                done.add(id(p))
+                grads += nbytes(p)
+        points.append(TimelinePoint(m or "loss", "backward", w, grads, states0, live))
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in done]
+    grads += sum(nbytes(p) for p in rest)  # parameters whose module saved nothing
+    points.append(TimelinePoint("optimizer.step()", "step", w, grads, states, 0))
+    points.append(TimelinePoint("zero_grad()", "step", w, 0, states, 0))
     return points
 
 
@@ -780,7 +978,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="gradient accumulation: sequences per micro-batch (activations of one are alive)")
     ap.add_argument("--unit", default="auto", choices=["auto", "B", "KB", "MB", "GB", "TB"],
                     help="unit of the table (decimal; default auto)")
+    ap.add_argument("--grad-accum-bytes", type=int, default=None,
+                    help="bytes per parameter of the buffer that sums micro-batch gradients "
+                         "(default: 4 with 16-bit gradients, 0 with fp32 ones)")
     ap.add_argument("--terms", action="store_true", help="also list the activation terms")
+    ap.add_argument("--lang", default="ru", choices=["ru", "en"],
+                    help="language of the printed table (default ru, the book's language)")
     return ap
 
 
@@ -788,16 +991,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nntrain.memory``."""
     ap = _parser()
     args = ap.parse_args(argv)
+    if args.grad_accum_bytes is not None and args.grad_accum_bytes < 0:
+        ap.error(f"--grad-accum-bytes must be >= 0, got {args.grad_accum_bytes}")
     for name in ("batch", "seq", "micro_batch"):
         v = getattr(args, name)
         if v is not None and v <= 0:
             ap.error(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
     try:
         led = ledger(args.model, args.optimizer, args.precision, args.batch, args.seq,
-                     target=args.target, checkpointing=args.checkpointing, micro_batch=args.micro_batch)
+                     target=args.target, checkpointing=args.checkpointing,
+                     micro_batch=args.micro_batch, grad_accum_bytes=args.grad_accum_bytes)
     except ValueError as err:
         ap.error(str(err))
-    print(led.table(args.unit, terms=args.terms))
+    print(led.table(args.unit, terms=args.terms, lang=args.lang))
     return 0
 
 
