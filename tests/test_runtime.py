@@ -52,5 +52,5 @@ def test_seed_everything_reproduces_all_generators():
 def test_setup_prints_environment_and_returns_device(capsys):
     dev = nntrain.setup(seed=1)
     line = capsys.readouterr().out
-    assert "torch" in line and "size: quick" in line
+    assert "torch" in line and "размер: быстрый" in line
     assert dev == nntrain.device()

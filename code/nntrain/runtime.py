@@ -70,18 +70,18 @@ def seed_everything(seed: int = 0) -> None:
 
 
 def describe_device(dev: torch.device | None = None) -> str:
-    """The device in words: ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (x86_64, 2 cores)``."""
+    """The device in words: ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (x86_64, ядер: 2)``."""
     dev = dev or device()
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"{dev.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"{dev.type} ({platform.processor() or platform.machine()}, ядер: {os.cpu_count()})"
 
 
 def env_info(dev: torch.device | None = None) -> str:
-    """One line about the environment: versions, the device and the size of the run."""
+    """One line about the environment, in the book's language: versions, the device, the size of the run."""
     where = describe_device(dev)
-    size = "quick" if is_quick() else "full"
-    return f"torch {torch.__version__} | numpy {np.__version__} | device: {where} | size: {size}"
+    size = "быстрый" if is_quick() else "полный"
+    return f"torch {torch.__version__} | numpy {np.__version__} | устройство: {where} | размер: {size}"
 
 
 def setup(seed: int = 0, device_name: str | None = None, verbose: bool = True,
