@@ -123,12 +123,36 @@ def test_gradcheck_param_on_our_mlp_float64_and_float32():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_error_model_bounds_the_measured_error(dtype):
-    """Each of f(x ± h) off by up to ε|f| gives round-off ε|f|/h: the model is an upper bound."""
+def test_error_model_at_the_point_is_an_estimate_not_a_bound(dtype):
+    """With f, f‴ at x the model drops O(h⁴): the measured error exceeds it at large h."""
     eps = float(np.finfo(dtype).eps)
-    hs = np.logspace(np.log10(eps) + 2, -1, 60)  # away from the shelf where 1 ± h rounds to 1
+    hs = np.logspace(-14, 0, 141)
     measured = gc.error_vs_h(np.exp, np.e, 1.0, hs, dtype=dtype)
-    assert np.all(measured <= 2 * gc.error_model(hs, eps, np.e, np.e))
+    at_point = gc.error_model(hs, eps, np.e, np.e)
+    assert np.any(measured > at_point)
+    assert np.all(hs[measured > at_point] > 10 * gc.optimal_step(eps, np.e, np.e))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_model_with_maxima_over_the_interval_bounds_the_measured_error(dtype):
+    """max |f|, |f‴| over [x − h, x + h] (here e^{1+h}) make h²|f‴|/6 + ε|f|/h a bound."""
+    eps = float(np.finfo(dtype).eps)
+    hs = np.logspace(-14, 0, 141)
+    measured = gc.error_vs_h(np.exp, np.e, 1.0, hs, dtype=dtype)
+    maxima = np.e * np.exp(hs)
+    assert np.all(measured <= gc.error_model(hs, eps, maxima, maxima))
+
+
+def test_max_elementwise_error():
+    a = np.array([1.0, 0.0, -2.0])
+    assert gc.max_elementwise_error(a, a) == 0.0
+    assert gc.max_elementwise_error(a, np.array([1.1, 0.0, -2.0])) == pytest.approx(0.1 / 1.1)
+    assert gc.max_elementwise_error(a, -a) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        gc.max_elementwise_error(a, np.array([1.0, np.nan, 0.0]))
+    x = np.random.default_rng(2).standard_normal(4)
+    result = gc.gradcheck(_f, _df(x), x)
+    assert result.error <= result.elementwise < 1e-6
 
 
 def test_optimal_step_minimises_the_error_model():

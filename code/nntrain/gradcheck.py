@@ -8,6 +8,11 @@ roundings of u = ε/2 each), so their difference by up to 2ε|f|, and dividing b
 Their sum is smallest at h* = (3ε|f|/|f'''|)^{1/3} ~ ε^{1/3}: for
 |f| = |f'''| about 9e-6 in float64 and 7e-3 in float32, with a best error ~ε^{2/3} (4e-11 and 3e-5).
 Hence gradient checks are done in float64.
+
+With f and f''' taken at the point x this sum is an estimate of the leading terms, not a bound: the
+O(h⁴) remainder is dropped, and at large h the measured error can exceed it. With the maxima of |f|
+and |f'''| over [x − h, x + h] (Lagrange's form of the remainder) it is a bound, as long as each
+computed f(x ± h) is within ε|f| of the true value.
 """
 
 from __future__ import annotations
@@ -67,12 +72,30 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, tiny: float = 1e-3
     return float(np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n), tiny))
 
 
+def max_elementwise_error(analytic: np.ndarray, numeric: np.ndarray, tiny: float = 1e-300) -> float:
+    """max_i |a_i − n_i| / max(|a_i|, |n_i|): the entrywise ratio that CS231n's scale is about.
+
+    Entries where both are exactly zero count as 0. NaN or infinity raises, as in :func:`relative_error`.
+    """
+    relative_error(analytic, numeric)  # shape and finiteness checks
+    a = np.asarray(analytic, dtype=np.float64)
+    n = np.asarray(numeric, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), tiny)))
+
+
 @dataclass
 class GradcheckResult:
-    """What a gradient check found; ``ok`` is False when the error is large or something is NaN."""
+    """What a gradient check found; ``ok`` is False when the error is large or something is NaN.
+
+    ``error`` is the norm-based :func:`relative_error` (what ``tol`` applies to), ``elementwise``
+    the largest entrywise ratio of :func:`max_elementwise_error` (NaN when a gradient is not finite).
+    """
     error: float
     ok: bool
     message: str
+    elementwise: float = float("nan")
 
     def __str__(self) -> str:
         return self.message
@@ -92,7 +115,8 @@ def gradcheck(f: Callable[[np.ndarray], float], grad: np.ndarray, x: np.ndarray,
         return GradcheckResult(float("nan"), False, f"gradient check failed: {problem}")
     ok = err <= tol
     verdict = "passed" if ok else "FAILED"
-    return GradcheckResult(err, ok, f"gradient check {verdict}: relative error {err:.2e} (tolerance {tol:.0e})")
+    return GradcheckResult(err, ok, f"gradient check {verdict}: relative error {err:.2e} (tolerance {tol:.0e})",
+                           max_elementwise_error(grad, numeric))
 
 
 def central_difference(f: Callable, x0: float, h: float, dtype=np.float64) -> float:
@@ -113,9 +137,12 @@ def error_vs_h(f: Callable, dfdx: float, x0: float, hs: np.ndarray, dtype=np.flo
 
 
 def error_model(hs: np.ndarray, eps: float, f_value: float, third_derivative: float) -> np.ndarray:
-    """The bound h²|f'''|/6 + ε|f|/h: truncation plus round-off of a central difference.
+    """The error model h²|f'''|/6 + ε|f|/h: truncation plus round-off of a central difference.
 
     Round-off: each of f(x ± h) is off by up to ε|f|, their difference by up to 2ε|f|, divided by 2h.
+    With |f(x)| and |f'''(x)| at the point it estimates the leading terms (not a bound: the O(h⁴)
+    remainder is dropped). ``f_value`` and ``third_derivative`` may be arrays, one entry per step:
+    their maxima over [x − h, x + h] turn the model into a bound.
     """
     hs = np.asarray(hs, dtype=np.float64)
     return hs**2 * abs(third_derivative) / 6 + eps * abs(f_value) / hs
