@@ -259,6 +259,10 @@ def test_time_per_batch():
         st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [64])
     with pytest.raises(ValueError, match="positive int"):
         st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [0])
+    with pytest.raises(ValueError, match="repeat"):
+        st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [1], repeat=0)
+    with pytest.raises(ValueError, match="warmup"):
+        st.time_per_batch(model, torch.nn.functional.cross_entropy, X, y, [1], warmup=-1)
 
 
 def test_robbins_monro_step_of_the_exercise_keeps_the_o_one_over_k_bound():
@@ -282,3 +286,31 @@ def test_nonconvex_theorem_inequality_on_the_quadratic(lrs):
     lhs = torch.cumsum(alphas * grad2, 0)
     rhs = 2 * ex.loss[0] + mu * s ** 2 * torch.cumsum(alphas ** 2, 0)
     assert (lhs <= rhs).all()
+
+
+def test_least_squares_excess_curves():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3 * torch.randn(60, generator=g,
+                                                                                   dtype=torch.float64)
+    for scheme in ("replacement", "reshuffle"):
+        c = st.least_squares_excess(X, y, 0.05, 4, 6, scheme, runs=3, seed=1)
+        assert c.shape == (7,) and bool((c >= -1e-12).all())
+        assert torch.allclose(c, st.least_squares_excess(X, y, 0.05, 4, 6, scheme, runs=3, seed=1),
+                              rtol=1e-10)
+        assert c[-1] < 0.1 * c[0]  # SGD has made progress from w = 0
+    with pytest.raises(ValueError, match="epochs"):
+        st.least_squares_excess(X, y, 0.05, 4, 0, "reshuffle", runs=3, seed=1)
+
+
+def test_pl_recursion_without_square_summable_steps_tracks_the_current_noise_level():
+    """Under PL, α_k → 0 with Σα_k = ∞ suffices: for α_k = c/√(k+1) (Σα_k² = ∞) the exact
+    E f(x_k) on the noisy quadratic follows the floor α_k·s²/(2(2 − α_kμ)) of the current step."""
+    mu, s = 1.0, 1.0
+    k = torch.arange(200_000, dtype=torch.float64)
+    lrs = 0.5 / torch.sqrt(k + 1)
+    loss = st.noisy_quadratic_exact(3.0, lrs, mu, s).loss
+    floor = lrs * s ** 2 / (2 * (2 - lrs * mu))
+    ratio = loss[1:] / floor
+    assert abs(ratio[-1].item() - 1) < 0.01
+    assert bool((ratio[1000:] < 1.1).all())

@@ -344,6 +344,27 @@ def sgd_least_squares(X: Tensor, y: Tensor, w0: Tensor, lr: float, idx: Tensor, 
     return torch.stack(out, dim=1)
 
 
+def least_squares_excess(X: Tensor, y: Tensor, lr: float, batch_size: int, epochs: int, scheme: str,
+                         runs: int, seed: int) -> Tensor:
+    """Mean excess f(w) − f* of ``runs`` independent SGD runs on least squares, after every epoch.
+
+    Every run starts at w = 0 and takes ``epochs · (N // batch_size)`` steps of size ``lr`` with
+    batches from :func:`index_schedule` (``scheme``), all drawn from one generator seeded with
+    ``seed``; f* comes from an exact least-squares solve. Returns a tensor of ``epochs + 1`` values
+    (the first one at w = 0).
+    """
+    n = len(X)
+    batch_size, epochs, runs = (check_positive_int(k, v) for k, v in
+                                (("batch_size", batch_size), ("epochs", epochs), ("runs", runs)))
+    per_epoch = n // batch_size
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([index_schedule(n, batch_size, epochs * per_epoch, scheme, g) for _ in range(runs)])
+    w_star = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
+    f_star = least_squares_loss(X, y, w_star)
+    w0 = torch.zeros(X.shape[1], dtype=X.dtype)
+    return (sgd_least_squares(X, y, w0, lr, idx, record_every=per_epoch) - f_star).mean(0)
+
+
 def train_epochs(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], X: Tensor, y: Tensor,
                  optimizer: torch.optim.Optimizer, batch_size: int, epochs: int,
                  generator: torch.Generator | None = None, progress: bool = False) -> list[float]:
@@ -375,23 +396,39 @@ def time_per_batch(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], T
                    batch_sizes: Sequence[int], repeat: int = 20, warmup: int = 3) -> list[float]:
     """Median wall-clock seconds of one forward and backward pass on the first B rows, for each B.
 
+    The sizes are timed in interleaved rounds (``repeat`` rounds; in each, every size gets one
+    untimed pass, so that caches hold its data, and then one timed pass), so that a slow spell of
+    a busy machine falls on all sizes alike instead of on one.
     The parameters' gradients are zeroed before every pass (as a training step does); the model
     is not updated, so every pass does the same work.
     """
-    from .measure import time_fn
+    import time
 
     sizes = [check_positive_int("batch size", b) for b in batch_sizes]
     if not sizes or max(sizes) > len(X) or len(X) != len(y):
         raise ValueError(f"need 1 <= batch size <= {len(X)} rows (and as many labels), got {sizes}")
+    check_positive_int("repeat", repeat)
+    if warmup < 0:
+        raise ValueError(f"warmup must be non-negative, got {warmup}")
     params = [p for p in model.parameters() if p.requires_grad]
+    sync = torch.cuda.synchronize if X.is_cuda else (lambda: None)
 
-    def pass_of(b: int) -> Callable[[], None]:
-        xb, yb = X[:b], y[:b]
+    def run(b: int) -> None:
+        for p in params:
+            p.grad = None
+        loss_fn(model(X[:b]), y[:b]).backward()
 
-        def run() -> None:
-            for p in params:
-                p.grad = None
-            loss_fn(model(xb), yb).backward()
-        return run
-
-    return [time_fn(pass_of(b), repeat=repeat, warmup=warmup) for b in sizes]
+    for _ in range(warmup):
+        for b in sizes:
+            run(b)
+    sync()
+    times: list[list[float]] = [[] for _ in sizes]
+    for _ in range(repeat):
+        for j, b in enumerate(sizes):
+            run(b)
+            sync()
+            start = time.perf_counter()
+            run(b)
+            sync()
+            times[j].append(time.perf_counter() - start)
+    return [sorted(t)[len(t) // 2] for t in times]
