@@ -47,3 +47,16 @@ def test_bad_names_are_refused(shown, name):
     with pytest.raises(ValueError, match="glue name"):
         book.glue(name, 1)
     assert shown == []
+
+
+@pytest.mark.parametrize("n, expected", [(1, "1 итерация"), (2, "2 итерации"), (5, "5 итераций"),
+                                         (11, "11 итераций"), (12, "12 итераций"), (21, "21 итерация"),
+                                         (22, "22 итерации"), (42, "42 итерации"), (111, "111 итераций"),
+                                         (0, "0 итераций"), (104, "104 итерации")])
+def test_count_takes_the_russian_plural(n, expected):
+    assert book.count(n, "итерация", "итерации", "итераций") == expected
+
+
+def test_count_refuses_non_integers():
+    with pytest.raises(TypeError):
+        book.count(2.0, "a", "b", "c")

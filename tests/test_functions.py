@@ -286,6 +286,29 @@ def test_proximal_gradient_with_zero_lambda_is_gradient_descent():
     torch.testing.assert_close(x, z, rtol=0, atol=1e-14)
 
 
+
+def test_fista_is_beck_and_teboulle_scheme_with_two_plain_first_steps():
+    # FISTA with constant step as printed by Beck and Teboulle (2009): y_1 = x_0, t_1 = 1,
+    # x_k = p_L(y_k), t_{k+1} = (1 + √(1 + 4t_k²))/2, y_{k+1} = x_k + (t_k − 1)/t_{k+1} (x_k − x_{k−1}).
+    pb = F.lasso(n=30, d=50, nonzero=4, lam=0.05, seed=2)
+
+    def p_L(y):
+        return F.soft_threshold(y - pb.grad(y) / pb.L, pb.lam / pb.L)
+
+    x_prev = torch.zeros(50, dtype=torch.float64)
+    y, t, paper = x_prev.clone(), 1.0, [pb.value(x_prev)]
+    for _ in range(30):
+        x = p_L(y)
+        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        y = x + (t - 1) / t_next * (x - x_prev)
+        x_prev, t = x, t_next
+        paper.append(pb.value(x))
+    _, ours = F.proximal_gradient(pb, 30, accelerated=True)
+    torch.testing.assert_close(ours, torch.stack(paper), rtol=0, atol=1e-13)
+    _, ista = F.proximal_gradient(pb, 3)
+    assert torch.equal(ours[:3], ista[:3])  # x_1 and x_2 are plain ISTA steps
+    assert not torch.equal(ours[3], ista[3])  # the extrapolation starts at the third step
+
 def test_lasso_bad_input():
     with pytest.raises(ValueError, match="nonzero"):
         F.lasso(d=5, nonzero=6)

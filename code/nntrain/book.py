@@ -53,3 +53,21 @@ def figure(name: str, fig) -> None:
 
     glue(name, fig, display=True)
     plt.close(fig)
+
+
+def count(n: int, one: str, few: str, many: str) -> str:
+    """``n`` with the Russian noun form it takes: ``count(42, "итерация", "итерации", "итераций")``.
+
+    Russian has three forms after a number (1 итерация, 2 итерации, 5 итераций; 11–14 take the
+    third), so a glued count in a sentence must bring its own noun.
+    """
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"count needs an int, got {type(n).__name__}")
+    last, last_two = abs(n) % 10, abs(n) % 100
+    if last == 1 and last_two != 11:
+        form = one
+    elif 2 <= last <= 4 and not 12 <= last_two <= 14:
+        form = few
+    else:
+        form = many
+    return f"{n} {form}"

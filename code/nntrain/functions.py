@@ -524,8 +524,10 @@ def proximal_gradient(problem: Lasso, steps: int, x0: Tensor | None = None, acce
                       alpha: float | None = None) -> tuple[Tensor, Tensor]:
     """ISTA (or FISTA when ``accelerated``) on a Lasso problem: x ← prox_{αλ‖·‖₁}(y − α∇g(y)).
 
-    ISTA takes y = x_k; FISTA takes Beck and Teboulle's (2009) extrapolation
-    y = x_k + (t_{k−1} − 1)/t_k · (x_k − x_{k−1}), t_{k+1} = (1 + √(1 + 4t_k²))/2, t_0 = t_1 = 1.
+    ISTA takes y_k = x_k; FISTA takes Beck and Teboulle's (2009) extrapolation
+    y_k = x_k + (t_k − 1)/t_{k+1} · (x_k − x_{k−1}) with t_0 = t_1 = 1 and
+    t_{k+1} = (1 + √(1 + 4t_k²))/2 for k ≥ 1, so the first two steps are plain ISTA steps
+    (their y_{k+1} is our y_k).
     The step is α = 1/L by default. Returns the last point and the objective values
     f(x_0), …, f(x_steps).
     """
@@ -535,7 +537,7 @@ def proximal_gradient(problem: Lasso, steps: int, x0: Tensor | None = None, acce
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     alpha = 1.0 / problem.L if alpha is None else _positive("alpha", alpha)
     x = torch.zeros(problem.D.shape[1], dtype=problem.D.dtype) if x0 is None else x0.clone()
-    x_prev, t_prev, t = x.clone(), 1.0, 1.0  # t_{k-1}, t_k of Beck and Teboulle, t_1 = 1
+    x_prev, t_prev, t = x.clone(), 1.0, 1.0  # t_k, t_{k+1} at k = 0: t_0 = t_1 = 1
     values = [problem.value(x)]
     for _ in range(steps):
         y = x + (t_prev - 1) / t * (x - x_prev) if accelerated else x
