@@ -278,10 +278,10 @@ def test_ledger_table_and_dict():
     d = led.as_dict()
     assert d["total"] == d["model_states"] + d["activations"]
     text = led.table(terms=True, lang="en")
-    assert "124,439,808 parameters" in text and "optimizer states" in text and "16.0 B/p" in text
+    assert "124,439,808 parameters" in text and "optimizer states" in text and "16.0 B/param" in text
     assert "logits gradient" in text  # listed, but not in the total
     ru = led.table(terms=True)
-    assert "124,439,808 параметров" in ru and "состояния оптимизатора" in ru and "16.0 Б/пар" in ru
+    assert "124,439,808 параметров" in ru and "состояния оптимизатора" in ru and "16.0 Б/параметр" in ru
     assert "слои: 12 × один слой" in ru and "не входит в итог" in ru
     assert max(len(line) for line in ru.splitlines()) <= 60
     assert str(led) == led.table()
@@ -361,6 +361,46 @@ def test_amp_ledger_agrees_with_saved_tensors_under_cpu_autocast(attention, drop
     copies = led.activation_terms["autocast: 16-bit copies of the weights"]
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     assert copies == 2 * linear
+
+
+def test_cpu_autocast_op_lists_as_the_ledger_assumes():
+    """CPU autocast leaves layer_norm, softmax and log_softmax alone (a bf16 input stays bf16) and
+    runs the loss in fp32; LayerNorm on the fp32 residual stream saves its fp32 input, and the
+    next Linear saves a 16-bit copy of the LayerNorm output, not the fp32 output itself."""
+    x16, x32 = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(4, 8)
+    t = torch.randint(0, 8, (4,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert F.layer_norm(x16, (8,)).dtype == torch.bfloat16
+        assert F.softmax(x16, -1).dtype == torch.bfloat16
+        assert F.log_softmax(x16, -1).dtype == torch.bfloat16
+        assert F.cross_entropy(x16, t).dtype == torch.float32
+        assert F.nll_loss(x16, t).dtype == torch.float32
+        ln, fc = nn.LayerNorm(8), nn.Linear(8, 8)
+        x = torch.randn(4, 8, requires_grad=True) * 1.0  # fp32, not a leaf
+        with SavedTensors(nn.Sequential(ln, fc)) as saved:
+            fc(ln(x))
+    acts = [(r.shape, r.dtype) for r in saved.records if r.kind == "activation"]
+    assert ((4, 8), torch.float32) in acts  # the LayerNorm input
+    assert ((4, 8), torch.bfloat16) in acts  # the Linear's 16-bit copy of the LayerNorm output
+    assert sum(shape == (4, 8) for shape, _ in acts) == 2  # the fp32 LayerNorm output is not saved
+
+
+def test_autocast_kernels_registered_where_the_ledger_assumes():
+    """The dispatcher: layer_norm, softmax and log_softmax have an AutocastCUDA kernel (CUDA's
+    fp32 list) and fall through on CPU; the CPU list has cross_entropy_loss and nll_loss."""
+    dump = getattr(torch._C, "_dispatch_dump_table", None)
+    if dump is None:
+        pytest.skip("this torch has no _dispatch_dump_table")
+
+    def entry(op, key):
+        line = next(ln for ln in dump(op).splitlines() if ln.startswith(key + ":"))
+        return "fallthrough" not in line
+
+    for op in ["aten::layer_norm", "aten::softmax.int", "aten::log_softmax.int"]:
+        assert entry(op, "AutocastCUDA") and not entry(op, "AutocastCPU")
+    for op in ["aten::cross_entropy_loss", "aten::nll_loss"]:
+        assert entry(op, "AutocastCPU")
+    assert entry("aten::nll_loss", "AutocastCUDA")
 
 
 def test_amp_on_cuda_keeps_fp32_softmax_and_a_16_bit_copy():

@@ -112,8 +112,8 @@ PRECISIONS: dict[str, Precision] = {
     "fp32": Precision(4, 4, 0, 4, 4, "everything in float32"),
     "mixed": Precision(2, 2, 4, 4, 2, "fp16/bf16 weights, grads, activations + fp32 master and states (ZeRO)"),
     "amp": Precision(4, 4, 0, 4, 2, "torch.autocast: fp32 weights, grads and states; 16-bit inputs of "
-                     "matmuls and 16-bit weight copies saved; fp32 residual stream, LayerNorm, "
-                     "log-softmax (and softmax on CUDA)", weight_copies=2, autocast=True),
+                     "matmuls and 16-bit weight copies saved; fp32 LayerNorm inputs (the residual "
+                     "stream), fp32 log-softmax (and softmax on CUDA)", weight_copies=2, autocast=True),
     "bf16": Precision(2, 2, 0, 2, 2, "pure bf16: weights, grads, states and activations"),
 }
 
@@ -214,9 +214,10 @@ def transformer_layer_terms(
     With 16-bit activations, 1-byte dropout masks and explicit attention the paper's
     terms sum to sbh(34 + 5as/h). ``attention="sdpa"`` (a fused kernel) keeps no s×s
     matrix, only the row log-sum-exp; ``ln_stat_bytes`` prices LayerNorm's mean and
-    1/σ, which the paper omits. Under ``torch.autocast`` the LayerNorm inputs (the
-    residual stream) are fp32 (``ln_input_bytes=4``), and on CUDA softmax returns fp32
-    (``softmax_bytes=4``): the product with V then saves a 16-bit copy of it.
+    1/σ, which the paper omits. Under ``torch.autocast`` the LayerNorm inputs are the
+    fp32 residual stream (``ln_input_bytes=4``) on any device; the LayerNorm output is not
+    saved (the next Linear keeps its 16-bit copy). Only CUDA's fp32 list has ``softmax``
+    (``softmax_bytes=4``): the product with V then saves a 16-bit copy of its output.
     """
     for name, v in dict(s=s, b=b, h=h, a=a, act_bytes=act_bytes).items():
         check_positive_int(name, v)
@@ -269,9 +270,13 @@ def gpt_activation_terms(
     and LayerNorm statistics (fp32 on CUDA). ``checkpointing``: "selective" drops the
     s² attention terms (recomputed, Korthikanti et al.); "full" keeps each layer's input
     plus the activations of the one layer being recomputed during backward.
-    ``autocast=True`` follows torch.autocast's op lists: fp32 residual stream, LayerNorm
-    and log-softmax (and softmax on CUDA); ``weight_copy_bytes`` prices the 16-bit
-    copies of the Linear weights that the forward pass makes and the graph keeps.
+    ``autocast=True`` follows torch.autocast (torch 2.x op lists). The residual stream
+    stays fp32, so each LayerNorm saves an fp32 input on any device (CUDA's fp32 list has
+    layer_norm; CPU's does not, but the input is fp32 anyway). The loss's log-softmax is
+    fp32: CUDA lists log_softmax and nll_loss, CPU lists cross_entropy_loss and nll_loss.
+    softmax is fp32 on CUDA only (a bf16 input stays bf16 on CPU). ``weight_copy_bytes``
+    prices the 16-bit copies of the Linear weights that the forward pass makes and the
+    graph keeps.
     """
     if not isinstance(cfg, GPTConfig):
         raise TypeError(f"expected a GPTConfig, got {type(cfg).__name__}")
@@ -758,7 +763,7 @@ class Ledger:
         head2 = (f"оптимизатор {self.optimizer} | точность {self.precision} | батч {self.batch}"
                  if ru else f"optimizer {self.optimizer} | precision {self.precision} | "
                  f"batch {self.batch}") + (f" | s = {self.seq}" if self.seq else "")
-        per = "Б/пар" if ru else "B/p"
+        per = "Б/параметр" if ru else "B/param"
         rows = [("weights", self.weights), ("gradients", self.grads),
                 ("gradient accumulation", self.accumulation), ("fp32 master copy", self.master),
                 ("optimizer states", self.optimizer_states), ("model states", self.model_states),
@@ -770,8 +775,11 @@ class Ledger:
                 continue
             if name in ("model states", "total"):
                 lines.append(rule)
+            # bytes per parameter only where the memory is proportional to Ψ
+            per_param = ("" if name in ("activations", "total")
+                         else f"{v / max(self.n_params, 1):>6.1f} {per}")
             lines.append(f"{label(name, lang)[:28]:<28}{format_bytes(v, unit, lang):>12}"
-                         f"{v / max(self.n_params, 1):>6.1f} {per}")
+                         f"{per_param}".rstrip())
             if terms and name == "activations":
                 lines += [f"  {label(k, lang)[:40]:<40}{format_bytes(t, unit, lang):>12}"
                           for k, t in self.activation_terms.items()]
