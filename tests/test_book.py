@@ -23,9 +23,13 @@ def test_glue_matches_myst_nb_format(shown):
     assert meta["scrapbook"] == {"name": "ratio", "mime_prefix": book.HIDDEN_PREFIX}
 
 
-def test_strings_are_glued_without_quotes(shown):
-    book.glue("device", "cpu (x86_64, 2 cores)")
-    assert shown[0][0] == {book.HIDDEN_PREFIX + "text/plain": "cpu (x86_64, 2 cores)"}
+@pytest.mark.parametrize("text", ["cpu (x86_64, ядер: 2)", "36, 129 и 368", "1.5", "True"])
+def test_strings_come_back_as_themselves(shown, text):
+    """myst-nb literal_evals the stored text: a string must survive that unchanged."""
+    variables = pytest.importorskip("myst_nb.core.variables")
+    book.glue("s", text)
+    stored = shown[0][0][book.HIDDEN_PREFIX + "text/plain"]
+    assert variables.format_plain_text(stored, "") == text
 
 
 def test_displayed_glue_has_no_prefix(shown):

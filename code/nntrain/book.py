@@ -19,9 +19,11 @@ HIDDEN_PREFIX = "application/papermill.record/"
 
 
 def _bundle(value: Any) -> tuple[dict, dict]:
-    """The mime bundle of ``value``; a string is stored as itself (its repr would add quotes)."""
-    if isinstance(value, str):
-        return {"text/plain": value}, {}
+    """The mime bundle of ``value``, as IPython would display it.
+
+    A string is stored as its repr: myst-nb reads the text back with ``literal_eval``, which takes
+    the quotes off again, while a bare ``36, 129`` would come back as a tuple.
+    """
     from IPython.core.formatters import format_display_data
 
     return format_display_data(value)
