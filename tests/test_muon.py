@@ -304,3 +304,17 @@ def test_norm_helpers_errors_and_steps():
         lmo(g, "spectral")
     with pytest.raises(ValueError, match="zero gradient"):
         lmo(torch.zeros(3), "l2")
+
+
+def test_split_muon_params_input_layer():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    muon, adamw = split_muon_params(model)
+    assert [tuple(p.shape) for p in muon] == [(16, 8), (16, 16)]               # default: only the head is kept out
+    muon, adamw = split_muon_params(model, input_layer=True)
+    assert [tuple(p.shape) for p in muon] == [(16, 16)]                        # Jordan: first layer on AdamW too
+    assert sorted(tuple(p.shape) for p in adamw if p.ndim == 2) == [(3, 16), (16, 8)]
+    assert [tuple(p.shape) for p in split_muon_params(model, input_layer="2")[0]] == [(16, 8)]
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+    assert [tuple(p.shape) for p in split_muon_params(conv, input_layer=True)[0]] == [(8, 8, 3, 3)]
+    with pytest.raises(ValueError):
+        split_muon_params(model, input_layer="nope")

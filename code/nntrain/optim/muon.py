@@ -294,22 +294,33 @@ def muon_update(grad: torch.Tensor, momentum_buffer: torch.Tensor, momentum: flo
     return MuonUpdate(o * shape_scale(grad.shape, shape_scaling), buf)
 
 
-def split_muon_params(model: nn.Module, head: str | Sequence[str] | None = None) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def split_muon_params(model: nn.Module, head: str | Sequence[str] | None = None,
+                      input_layer: bool | str | Sequence[str] = False) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split a model's parameters into (Muon group, AdamW group), as Jordan recommends.
 
     Muon gets the hidden weight matrices (ndim >= 2). AdamW gets everything else: embeddings
     (``nn.Embedding``), the output head, biases, gains (LayerNorm/RMSNorm weights) and scalars.
     ``head`` names the head module(s) (as in ``model.named_modules()``); by default the last
-    ``nn.Linear`` registered in the model is taken to be the head. Tied weights appear once.
+    ``nn.Linear`` registered in the model is taken to be the head. ``input_layer`` gives the input
+    layer to AdamW as well: ``True`` takes the first ``nn.Linear`` or convolution registered in the
+    model (for a model without embeddings, such as an MLP or a ConvNet; Jordan's README keeps the
+    first conv layer on AdamW), a string or list names the module(s). Tied weights appear once.
     """
     names = [head] if isinstance(head, str) else list(head or [])
     modules = dict(model.named_modules())
-    for name in names:
-        if name not in modules:
-            raise ValueError(f"no module named {name!r} in the model; modules are {sorted(k for k in modules if k)}")
     if not names:
         linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         names = linears[-1:]
+    if input_layer is True:
+        layers = [n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        names += layers[:1]
+    elif isinstance(input_layer, str):
+        names.append(input_layer)
+    elif input_layer:
+        names += list(input_layer)
+    for name in names:
+        if name not in modules:
+            raise ValueError(f"no module named {name!r} in the model; modules are {sorted(k for k in modules if k)}")
     to_adamw = set()
     for name, mod in modules.items():
         if isinstance(mod, nn.Embedding) or name in names:
