@@ -333,7 +333,7 @@ def test_draw_mixed_precision_flow():
 
     fig, ax = plt.subplots()
     P.draw_mixed_precision_flow(ax)
-    assert len(ax.patches) >= 14 and any("главные веса" in t.get_text() for t in ax.texts)
+    assert len(ax.patches) >= 14 and any("мастер-веса" in t.get_text() for t in ax.texts)
     plt.close(fig)
 
 
@@ -499,6 +499,52 @@ def test_train_step_seconds_trains_in_every_mode(mode):
         P.train_step_seconds(model, lambda m: m(x).sum(), "fp64")
     with pytest.raises(TypeError, match="nn.Module"):
         P.train_step_seconds(lambda t: t, lambda m: m(x).sum(), mode)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_train_step_profile_shares_sum_to_one_and_the_step_trains(mode):
+    model = _mlp(0)
+    x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
+    w0 = [p.detach().clone() for p in model.parameters()]
+    prof = P.train_step_profile(model, lambda m: nn.functional.cross_entropy(m(x).float(), y), mode,
+                                repeats=2, warmup=1, lr=1e-2)
+    assert set(prof) == set(P.PROFILE_GROUPS) | {"ms"} and prof["ms"] > 0
+    assert math.isclose(sum(prof[k] for k in P.PROFILE_GROUPS), 1.0, rel_tol=1e-9)
+    assert prof["matmul"] > 0 and prof["attention"] == 0  # an MLP: linear layers, no attention
+    assert any(not torch.equal(a, b) for a, b in zip(w0, model.parameters()))
+    with pytest.raises(ValueError, match="repeats"):
+        P.train_step_profile(model, lambda m: m(x).sum(), mode, repeats=0)
+
+
+def test_profile_groups_of_operator_names():
+    assert P._profile_group("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == "attention"
+    assert P._profile_group("aten::mm") == P._profile_group("aten::addmm") == "matmul"
+    assert P._profile_group("aten::copy_") == "casts" and P._profile_group("aten::gelu") == "other"
+
+
+@pytest.mark.parametrize("skipped,warns", [(0, True), (3, False)])
+def test_scheduler_warning_only_when_the_first_step_is_skipped(skipped, warns):
+    """The recipe in chapter 7: PyTorch warns about lr_scheduler.step() before optimizer.step()
+    only if GradScaler skipped the very first optimizer step; a later skip is silent, yet the
+    schedule still advances on it."""
+    import warnings
+
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    scaler = torch.amp.GradScaler("cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(6):
+            g = torch.tensor([math.inf if k == skipped else 1.0])
+            scaler.scale((p * g).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+            sched.step()
+    said = any("lr_scheduler.step()" in str(w.message) for w in caught)
+    assert said == warns
+    assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5**6)  # six scheduler steps, one skipped update
 
 
 # ------------------------------------------------------------------ bad input

@@ -42,7 +42,8 @@ __all__ = [
     "train_master_weights", "decode_bits", "largest_finite", "gap_toward", "absorption_bound",
     "stored_census", "ActivationGrads", "FP32_MODULES", "LOW_PRECISION_MODULES", "NonFiniteFinder",
     "fp8_roundtrip", "draw_mixed_precision_flow", "torch_threads",
-    "matmul_seconds", "TIMING_MODES", "tf32_matmul", "train_step_seconds",
+    "matmul_seconds", "TIMING_MODES", "tf32_matmul", "train_step_seconds", "train_step_profile",
+    "PROFILE_GROUPS",
 ]
 
 
@@ -800,7 +801,9 @@ def fp8_roundtrip(x: torch.Tensor, fmt: str = "fp8_e4m3", block: int | None = No
 
     ``block=None``: one scale for the whole tensor (per-tensor scaling). ``block=k``: one scale per
     k consecutive entries of the last dimension (1×k tiles, as DeepSeek-V3 does for activations with
-    k = 128; MX formats use k = 32). Each scale maps the block's amax to the format's largest number.
+    k = 128; MX formats use k = 32). Each scale maps the block's amax exactly to the format's largest
+    number: an arbitrary fp32 scale. MX formats instead store a power-of-two scale (E8M0) per block;
+    that rounding of the scale is not modelled here.
     """
     f = get_format(fmt)
     if not f.name.startswith("fp8"):
@@ -832,11 +835,11 @@ def draw_mixed_precision_flow(ax) -> None:
     fp32, low = "#56B4E9", "#E69F00"
     dx = 3.5
     boxes = {  # name: (x, y, text, colour)
-        "master": (0.0, 2.0, "главные веса $w$\nfp32", fp32),
+        "master": (0.0, 2.0, "мастер-веса $w$\nfp32", fp32),
         "copy": (dx, 2.0, "рабочая копия\n$\\hat w = \\mathrm{fl}_{16}(w)$", low),
         "fwd": (2 * dx, 2.0, "прямой проход\nfp16 / bf16", low),
-        "loss": (3 * dx, 2.0, "потери $L$ в fp32,\nумножить на $S$", fp32),
-        "bwd": (3 * dx, 0.0, "обратный проход\n$\\nabla_{\\hat w}(SL)$ в fp16", low),
+        "loss": (3 * dx, 2.0, "потери $\\mathcal{L}$ в fp32,\nумножить на $S$", fp32),
+        "bwd": (3 * dx, 0.0, "обратный проход\n$\\nabla_{\\hat w}(S\\mathcal{L})$ в fp16", low),
         "unscale": (2 * dx, 0.0, "градиент в fp32,\nделить на $S$", fp32),
         "step": (dx, 0.0, "шаг оптимизатора\n(моменты в fp32)", fp32),
     }
@@ -856,7 +859,7 @@ def draw_mixed_precision_flow(ax) -> None:
     for a, b, text in [("master", "copy", ""), ("copy", "fwd", ""), ("fwd", "loss", "")]:
         xa, xb = boxes[a][0], boxes[b][0]
         arrow((xa + w / 2, 2.0), (xb - w / 2, 2.0), text, at=((xa + xb) / 2, 2.0 + h / 2 + 0.12))
-    arrow((3 * dx, 2.0 - h / 2), (3 * dx, h / 2), "$S\\cdot L$", at=(3 * dx + 0.45, 1.0))
+    arrow((3 * dx, 2.0 - h / 2), (3 * dx, h / 2), "$S\\cdot\\mathcal{L}$", at=(3 * dx + 0.45, 1.0))
     for a, b in [("bwd", "unscale"), ("unscale", "step")]:
         xa, xb = boxes[a][0], boxes[b][0]
         arrow((xa - w / 2, 0.0), (xb + w / 2, 0.0))
@@ -930,26 +933,12 @@ def matmul_seconds(n: int, dtype: torch.dtype, device: torch.device | str = "cpu
         return time_fn(lambda: a @ b, repeat=repeats, warmup=1)
 
 
-def train_step_seconds(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str = "fp32",
-                       repeats: int = 5, warmup: int = 2, lr: float = 1e-4) -> float:
-    """Median wall time of one AdamW training step (forward, backward, update) in a precision mode.
-
-    Why (chapter 7): a matmul sweep shows the peak, a whole step shows what a user gets, since
-    elementwise ops, the optimizer and the loss do not profit from tensor cores.
-
-    * ``fp32``: strict fp32 (TF32 off);   * ``tf32``: fp32 tensors, TF32 matmuls (CUDA only);
-    * ``bf16``: ``torch.autocast`` to bf16; * ``fp16``: autocast to fp16 with a ``GradScaler``.
-
-    ``compute_loss(model)`` returns the scalar loss of a fixed batch. The model is trained by the
-    timed steps (its weights change); the optimizer is created here and thrown away.
-    """
-    from .measure import time_fn
-
+def _training_step(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str,
+                   lr: float) -> Callable[[], None]:
+    """One AdamW step (forward, backward, update) in a precision mode, as a closure."""
     _check_mode(mode)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     device = next(model.parameters()).device
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -967,5 +956,109 @@ def train_step_seconds(model: nn.Module, compute_loss: Callable[[nn.Module], tor
             scaler.update()
         opt.zero_grad(set_to_none=True)
 
+    return step
+
+
+def train_step_seconds(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str = "fp32",
+                       repeats: int = 5, warmup: int = 2, lr: float = 1e-4) -> float:
+    """Median wall time of one AdamW training step (forward, backward, update) in a precision mode.
+
+    Why (chapter 7): a matmul sweep shows the peak, a whole step shows what a user gets, since
+    elementwise ops, the optimizer and the loss do not profit from tensor cores.
+
+    * ``fp32``: strict fp32 (TF32 off);   * ``tf32``: fp32 tensors, TF32 matmuls (CUDA only);
+    * ``bf16``: ``torch.autocast`` to bf16; * ``fp16``: autocast to fp16 with a ``GradScaler``.
+
+    ``compute_loss(model)`` returns the scalar loss of a fixed batch. The model is trained by the
+    timed steps (its weights change); the optimizer is created here and thrown away.
+    """
+    from .measure import time_fn
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    step = _training_step(model, compute_loss, mode, lr)
     with tf32_matmul(mode == "tf32"):
         return time_fn(step, repeat=repeats, warmup=warmup)
+
+
+PROFILE_GROUPS = ("attention", "matmul", "casts", "other")
+
+
+def _profile_group(name: str) -> str:
+    if "scaled_dot_product" in name or "attention" in name:
+        return "attention"
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv"):
+        return "matmul"
+    if name in ("aten::copy_", "aten::_to_copy", "aten::to"):
+        return "casts"
+    return "other"
+
+
+@contextmanager
+def _silenced_stderr_fd() -> Iterator[None]:
+    """Send the process's file descriptor 2 to /dev/null (the profiler's C++ start/stop lines)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def train_step_profile(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str = "fp32",
+                       repeats: int = 3, warmup: int = 2, lr: float = 1e-4) -> dict[str, float]:
+    """Where the time of one training step goes: shares of the operators' own time by group.
+
+    Why (chapter 7): a step in bf16 can be slower than in fp32; the profile says which operators
+    take the extra time. Runs the step of :func:`train_step_seconds` under ``torch.profiler`` and
+    sums each operator's *self* time (CPU time on CPU, kernel time on CUDA) into
+    :data:`PROFILE_GROUPS`: attention kernels (``scaled_dot_product_attention`` and its backward),
+    matrix products (``mm``, ``addmm``, ``bmm``), casts (``copy_``, ``_to_copy``) and the rest.
+    Returns the shares (summing to 1) and ``"ms"``, the profiled time per step in milliseconds.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, value in (("repeats", repeats), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "repeats" else 0):
+            raise ValueError(f"{name} must be a {'positive' if name == 'repeats' else 'non-negative'} int, "
+                             f"got {value!r}")
+    step = _training_step(model, compute_loss, mode, lr)
+    cuda = next(model.parameters()).device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with tf32_matmul(mode == "tf32"):
+        for _ in range(warmup):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+        with _silenced_stderr_fd(), profile(activities=activities) as prof:
+            for _ in range(repeats):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+    events = prof.key_averages()
+    # On CUDA the time of an operator is the kernel time it launched (self_device_time_total of the
+    # CPU-side aten events; the kernel rows themselves are skipped so nothing is counted twice).
+    own = [(e.key, float(e.self_device_time_total)) for e in events
+           if cuda and e.device_type == torch.autograd.DeviceType.CPU]
+    if sum(t for _, t in own) <= 0:
+        own = [(e.key, float(e.self_cpu_time_total)) for e in events]
+    totals = dict.fromkeys(PROFILE_GROUPS, 0.0)
+    for key, t in own:
+        totals[_profile_group(key)] += t
+    whole = sum(totals.values())
+    if whole <= 0:
+        raise RuntimeError("the profiler recorded no operator time")
+    shares = {k: v / whole for k, v in totals.items()}
+    shares["ms"] = whole / repeats / 1e3
+    return shares
