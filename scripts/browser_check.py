@@ -281,22 +281,45 @@ def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | N
 
 
 def check_book(html_dir: Path, pages: list[str] | None = None, out_dir: Path | None = None,
-               widths=("desktop", "phone")) -> list[PageReport]:
-    """Check every page of the built book at every width; return the reports."""
+               widths=("desktop", "phone"), workers: int = 2) -> list[PageReport]:
+    """Check every page of the built book at every width; return the reports in page order.
+
+    ``workers`` browsers check pages side by side (each thread drives its own Playwright).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import Empty, Queue
+
     from playwright.sync_api import sync_playwright
 
     html_dir = Path(html_dir)
     pages = pages or toc_pages(html_dir)
+    jobs = [(p, w) for p in pages for w in widths]
+    todo: Queue = Queue()
+    for job in jobs:
+        todo.put(job)
+    done: dict = {}
     server, base = serve(html_dir)
-    try:
+
+    def worker():
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                return [check_page(browser, base, p, w, out_dir) for p in pages for w in widths]
+                while True:
+                    try:
+                        page, width = todo.get_nowait()
+                    except Empty:
+                        return
+                    done[page, width] = check_page(browser, base, page, width, out_dir)
             finally:
                 browser.close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for future in [pool.submit(worker) for _ in range(max(1, workers))]:
+                future.result()
     finally:
         server.shutdown()
+    return [done[job] for job in jobs]
 
 
 def summary(reports: list[PageReport]) -> str:
