@@ -92,10 +92,21 @@ FACTS_JS = """() => {
   };
 }"""
 
-# Resolves once the math in the first screen is typeset (lazy typesetting does only what is seen).
+# When the first screen is readable, in ms from navigation start. Formulas typeset at build time
+# (KaTeX) are readable at the first contentful paint once KaTeX's two main fonts have arrived;
+# formulas left to MathJax are readable when the ones in view are typeset.
 FIRST_SCREEN_JS = """async () => {
-  await document.fonts.ready;  // formulas typeset at build time (KaTeX) are readable once fonts are in
-  if (!document.querySelector('main .math')) return performance.now();  // nothing left to MathJax
+  const fcp = await new Promise(r => new PerformanceObserver((list, obs) => {
+    const e = list.getEntries().find(e => e.name === 'first-contentful-paint');
+    if (e) { obs.disconnect(); r(e.startTime); }
+  }).observe({type: 'paint', buffered: true}));
+  let ready = fcp;
+  if (document.querySelector('.katex')) {
+    await Promise.all(['KaTeX_Main', 'KaTeX_Math'].map(f => document.fonts.load('1em ' + f)));
+    for (const e of performance.getEntriesByType('resource'))
+      if (/KaTeX_(Main|Math)-/.test(e.name)) ready = Math.max(ready, e.responseEnd);
+  }
+  if (!document.querySelector('main .math')) return ready;  // nothing left to MathJax
   for (let i = 0; i < 500 && !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++)
     await new Promise(r => setTimeout(r, 10));
   await MathJax.startup.promise;
