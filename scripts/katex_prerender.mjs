@@ -20,7 +20,8 @@ const katex = createRequire(path.join(path.resolve(katexDir), "package.json"))("
 
 const unescape = (s) => s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
   .replace(/&#39;/g, "'").replace(/&amp;/g, "&");
-const INLINE = /<span class="math notranslate nohighlight">\\\(([\s\S]*?)\\\)<\/span>/g;
+// An inline formula glued to a hyphenated word («$L$-гладкая») is kept on one line with it.
+const INLINE = /<span class="math notranslate nohighlight">\\\(([\s\S]*?)\\\)<\/span>(-[\p{L}\d]+)?/gu;
 const DISPLAY = /<div class="math notranslate nohighlight"([^>]*)>((?:\s*<span class="eqno">[\s\S]*?<\/span>)?)\s*([\s\S]*?)<\/div>/g;
 const MATHJAX = /<script[^>]*>window\.MathJax = [^<]*<\/script>\s*|<script[^>]*mathjax@3[^>]*><\/script>\s*/g;
 const OPTIONS = { throwOnError: true, strict: "ignore", output: "html", trust: false };
@@ -43,9 +44,11 @@ function render(tex, displayMode, file) {
 function processFile(file) {
   const source = fs.readFileSync(file, "utf8");
   if (!source.includes('class="math notranslate nohighlight"')) return;
-  let html = source.replace(INLINE, (all, tex) => {
+  let html = source.replace(INLINE, (all, tex, suffix) => {
     const out = render(unescape(tex), false, file);
-    return out ? `<span class="math-katex">${out}</span>` : all;
+    if (!out) return all;
+    const math = `<span class="math-katex">${out}</span>`;
+    return suffix ? `<span class="math-join">${math}${suffix}</span>` : math;
   });
   html = html.replace(DISPLAY, (all, attrs, eqno, body) => {
     const m = body.match(/^\\\[([\s\S]*)\\\]\s*$/);
