@@ -1,8 +1,11 @@
-"""Russian for the words the themes and extensions leave in English («Solution», tooltips, launch buttons).
+"""Russian for the words the themes and extensions leave in English, and references that decline.
 
-sphinx-exercise's Russian catalog lacks the plain «Solution», and sphinx-book-theme's lacks the
-launch-button tooltips. This extension adds the missing messages as fallback catalogs, compiled
-at build time (babel comes with Sphinx), so that nothing of the themes is patched.
+* sphinx-exercise's Russian catalog lacks the plain «Solution», and sphinx-book-theme's lacks the
+  launch-button tooltips: the missing messages are added as fallback catalogs, compiled at build
+  time (babel comes with Sphinx), so that nothing of the themes is patched.
+* ``{prf:ref}`label``` always prints «Теорема 2.3», which a Russian sentence cannot use after
+  «по», «из», «в»: ``{prf:ref}`по теореме %s <label>``` puts the number in place of ``%s``, as
+  ``{numref}`` does, so the case is the author's and the number stays the toc's.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from pathlib import Path
 
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 MESSAGES = {
     "exercise": {"Solution": "Решение", "Exercise": "Упражнение"},
@@ -38,7 +44,32 @@ def _compile(directory: Path, domain: str, language: str, messages: dict[str, st
         write_mo(f, catalog)
 
 
+class NumberedProofTitles(SphinxPostTransform):
+    """Fill ``%s`` in the explicit title of a ``prf:ref`` with the number of its target."""
+
+    default_priority = 5  # before Sphinx resolves the references (priority 10)
+
+    def run(self, **kwargs) -> None:
+        proofs = getattr(self.env, "proof_list", {})
+        for node in self.document.findall(addnodes.pending_xref):
+            if node.get("refdomain") != "prf" or "%s" not in node.astext():
+                continue
+            target = node["reftarget"]
+            if target not in proofs:
+                continue  # sphinx-proof itself warns about an unknown label
+            docname = proofs[target]["docname"]
+            countertype = proofs[target]["countertype"]
+            numbers = self.env.toc_fignumbers.get(docname, {}).get(countertype, {})
+            if target not in numbers:
+                continue  # an unnumbered theorem has no number to put in
+            number = ".".join(map(str, numbers[target]))
+            for text in list(node.findall(nodes.Text)):
+                if "%s" in text:
+                    text.parent.replace(text, nodes.Text(text.replace("%s", number)))
+
+
 def setup(app):
+    app.add_post_transform(NumberedProofTitles)
     locale_dir = Path(tempfile.mkdtemp(prefix="book_ru_locale_"))
     for domain, messages in MESSAGES.items():
         _compile(locale_dir, domain, "ru", messages)

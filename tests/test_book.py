@@ -64,3 +64,9 @@ def test_count_takes_the_russian_plural(n, expected):
 def test_count_refuses_non_integers():
     with pytest.raises(TypeError):
         book.count(2.0, "a", "b", "c")
+
+
+@pytest.mark.parametrize("x, digits, expected", [(4.1e-6, 1, "4.1·10⁻⁶"), (1.3e4, 1, "1.3·10⁴"),
+                                                 (-2.5e-12, 2, "-2.50·10⁻¹²"), (1.0, 0, "1·10⁰")])
+def test_sci_writes_powers_of_ten(x, digits, expected):
+    assert book.sci(x, digits) == expected

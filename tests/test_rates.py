@@ -224,6 +224,35 @@ def test_heavy_ball_global_rate_bounds_the_error_on_lessards_function():
         rates.heavy_ball_global_rate(mu, L, 0.05)
 
 
+def test_polyak_constants_cycle_with_period_three_on_lessards_function():
+    """Lessard, Recht & Packard: the tuned heavy ball (μ = 1, L = 25) cycles from x₀ = 3.3; Nesterov converges."""
+    les = F.lessard()
+    t = F.run(les, [3.3], 300, update=rates.heavy_ball(*rates.heavy_ball_params(1.0, 25.0)))
+    assert rates.cycle_period(t.path) == 3
+    t = F.run(les, [3.3], 300, update=rates.nesterov(*rates.nesterov_params(1.0, 25.0)))
+    assert rates.cycle_period(t.path) == 1 and t.final.abs().item() < 1e-10
+
+
+@pytest.mark.parametrize("x0", [1.9, -2.4])
+def test_momentum_alone_cycles_with_a_step_below_two_over_L(x0):
+    """α = 0.06 < 2/L and β = 0.96: each quadratic piece is stable, yet the heavy ball settles on a 5-cycle."""
+    alpha, beta, L = 0.06, 0.96, 25.0
+    assert alpha * L < 2 and rates.spectral_rate(alpha, beta, [1.0, L]) < 1
+    t = F.run(F.lessard(), [x0], 20_000, update=rates.heavy_ball(alpha, beta))
+    assert rates.cycle_period(t.path) == 5
+    cycle = sorted(round(v, 3) for v in t.path[-5:, 0].tolist())
+    assert cycle == [-1.359, -0.816, 0.158, 1.024, 1.377]
+
+
+def test_cycle_period():
+    path = torch.tensor([[0.0], [1.0], [2.0]] * 30, dtype=torch.float64)
+    assert rates.cycle_period(path) == 3
+    assert rates.cycle_period(torch.zeros(61, 1)) == 1
+    assert rates.cycle_period(torch.arange(61.0)[:, None]) == 0
+    with pytest.raises(ValueError, match="shape"):
+        rates.cycle_period(torch.zeros(10, 1))
+
+
 # ---------------------------------------------------------------- the conventions of the momentum chapter
 
 X0, LR, BETA, STEPS = [-1.5, 2.0], 1e-3, 0.9, 500

@@ -73,3 +73,10 @@ def count(n: int, one: str, few: str, many: str) -> str:
     else:
         form = many
     return f"{n} {form}"
+
+
+def sci(x: float, digits: int = 1) -> str:
+    """``x`` as the prose writes it, ``4.1·10⁻⁶``, where a float format would give ``4.1e-06``."""
+    mantissa, exponent = f"{float(x):.{digits}e}".split("e")
+    superscript = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return f"{mantissa}·10{str(int(exponent)).translate(superscript)}"

@@ -29,7 +29,7 @@ __all__ = [
     "heavy_ball_params", "nesterov_params", "method_params", "spectral_rate", "predicted_iterations",
     "iterations_to_tolerance", "quadratic_iterations", "loglog_slope", "gd_convex_bound",
     "gd_strongly_convex_bound", "nesterov_bound", "kappa", "stability_limit", "nesterov_potential",
-    "heavy_ball_global_rate",
+    "heavy_ball_global_rate", "cycle_period",
 ]
 
 
@@ -378,3 +378,21 @@ def heavy_ball_global_rate(mu: float, L: float, beta: float) -> float:
         raise ValueError(f"the theorem needs beta < 1/(kappa + 1) = {1 / (k + 1):.4g}, got {beta!r}")
     q = (k - 1) / (k + 1)
     return ((q + beta) + math.sqrt((q + beta) ** 2 + 4 * beta)) / 2
+
+
+def cycle_period(path, max_period: int = 20, atol: float = 1e-9) -> int:
+    """The smallest p ≤ ``max_period`` with x_K = x_{K−p} at the end of ``path`` (shape (K + 1, dim)), or 0.
+
+    A trajectory that has settled on a cycle of period p repeats every p iterations; one that
+    converges has period 1 (a fixed point). The last 2·max_period + 1 points must all repeat.
+    """
+    pts = torch.as_tensor(path, dtype=torch.float64)
+    if pts.ndim != 2 or pts.shape[0] < 3 * max_period + 1:
+        raise ValueError(f"path must have shape (K + 1, dim) with K ≥ 3·max_period, got {tuple(pts.shape)}")
+    if not torch.isfinite(pts[-1]).all():
+        return 0
+    tail = pts[-(2 * max_period + 1):]
+    for p in range(1, max_period + 1):
+        if torch.allclose(tail[p:], tail[:-p], rtol=0.0, atol=atol):
+            return p
+    return 0
