@@ -340,8 +340,8 @@ class Muon(torch.optim.Optimizer):
     ``Muon(muon_params, lr=0.02, adamw_params=others, adamw_lr=3e-4)``. Each parameter group has a
     flag ``use_muon``. The Muon group follows Jordan's code: EMA momentum 0.95 with Nesterov, the
     orthogonalised direction, shape scaling and decoupled weight decay p <- p·(1 - lr·wd).
-    ``dtype=None`` iterates in the parameter's dtype (on a CPU bf16 is slower than fp32);
-    pass ``dtype=torch.bfloat16`` on a GPU.
+    ``dtype=None`` iterates in the parameter's dtype (on a CPU bf16 is faster or slower than fp32
+    depending on the CPU's bf16 matrix units, e.g. AMX-BF16); pass ``dtype=torch.bfloat16`` on a GPU.
     """
 
     def __init__(
