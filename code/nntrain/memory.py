@@ -665,7 +665,7 @@ def cuda_peak_step(step: Callable[[], None], device: Union[str, torch.device] = 
 LABELS_RU = {
     "weights": "веса",
     "gradients": "градиенты",
-    "fp32 master copy": "мастер-копия fp32",
+    "fp32 master copy": "мастер-веса fp32",
     "gradient accumulation": "буфер накопления градиентов",
     "optimizer states": "состояния оптимизатора",
     "model states": "состояния модели",
