@@ -101,3 +101,12 @@ def test_gradient_gain_rejects_bad_input():
         measure.gradient_gain(0)
     with pytest.raises(ValueError, match="init_scale"):
         measure.gradient_gain(2, init_scale=0.0)
+
+
+def test_silenced_stderr_fd_hides_descriptor_2_and_restores_it(capfd):
+    import os
+
+    with measure.silenced_stderr_fd():
+        os.write(2, b"from C\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ._checks import check_positive_int
+
 Tensor = torch.Tensor
 GradFn = Callable[[Tensor], Tensor]
 Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
@@ -313,8 +315,7 @@ def drori_teboulle(L: float = 1.0, R: float = 1.0, steps: int = 10) -> Function2
     with ‖x₀ − x*‖ ≤ R. Works on tensors of shape (..., 1); ``info["bound"]`` is LR²/(4N + 2).
     """
     L, R = _positive("L", L), _positive("R", R)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_positive_int("steps", steps)
     t = R / (2 * steps + 1)
 
     def value(p: Tensor) -> Tensor:
@@ -341,8 +342,7 @@ def sample_box(fn: Function2D, n: int, generator: torch.Generator | None = None)
     """``n`` points drawn uniformly from the plotting box of a function of two variables, shape (n, 2)."""
     if not isinstance(fn, Function2D) or fn.dim != 2:
         raise TypeError("fn must be a Function2D of two variables (it supplies the box)")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_positive_int("n", n)
     lo = torch.tensor([fn.box[0], fn.box[2]], dtype=torch.float64)
     hi = torch.tensor([fn.box[1], fn.box[3]], dtype=torch.float64)
     return lo + (hi - lo) * torch.rand(n, 2, generator=generator, dtype=torch.float64)
@@ -497,8 +497,7 @@ def lasso(n: int = 200, d: int = 100, nonzero: int = 10, lam: float = 0.05, nois
           seed: int = 0) -> Lasso:
     """A Lasso problem with Gaussian features D (n × d) and y = D x_true + noise, x_true with ``nonzero`` ±1's."""
     for name, v in (("n", n), ("d", d), ("nonzero", nonzero)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_int(name, v)
     if nonzero > d:
         raise ValueError(f"nonzero must not exceed d, got nonzero={nonzero}, d={d}")
     lam = _positive("lam", lam)

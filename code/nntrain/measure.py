@@ -8,11 +8,16 @@ that dominates an MLP. A matrix product of (m×k)·(k×n) counts 2mkn FLOPs.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+
+from ._checks import check_positive_int
 
 
 def _flop_counter():
@@ -126,6 +131,29 @@ def time_fn(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float
     return sorted(times)[len(times) // 2]
 
 
+@contextmanager
+def silenced_stderr_fd() -> Iterator[None]:
+    """Send the process's file descriptor 2 to /dev/null for the duration of the block.
+
+    torch's profiler library logs "profiler_start/stop" lines straight to descriptor 2, past
+    Python, so they would land in notebook outputs; Python-level warnings still show.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 # --------------------------------------------------------------- vanishing and exploding gradients
 
 _GAIN_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "linear": lambda z: z}
@@ -159,8 +187,7 @@ def gradient_gain(depth: int, activation: str = "tanh", init_scale: float = 1.0,
     if activation not in _GAIN_ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_GAIN_ACTIVATIONS)}")
     for name, value in (("depth", depth), ("width", width), ("batch", batch)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     if not init_scale > 0:
         raise ValueError(f"init_scale must be positive, got {init_scale}")
     sigma = _GAIN_ACTIVATIONS[activation]

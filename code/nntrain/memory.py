@@ -616,21 +616,12 @@ def cpu_peak_step(step: Callable[[], None]) -> dict[str, int]:
     not included. The CPU counterpart of :func:`cuda_peak_step`; it replays the profiler's
     allocation events in time order, so it sees every temporary, not only saved tensors.
     """
-    import os
     from torch.profiler import ProfilerActivity, profile
 
-    # The profiler's C++ library logs "profiler_start/stop" lines to file descriptor 2: keep
-    # them out of notebook outputs (Python-level warnings still show).
-    sys.stderr.flush()
-    saved_fd, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-    finally:
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
-        os.close(devnull)
+    from .measure import silenced_stderr_fd
+
+    with silenced_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
     events = [e for e in prof.profiler.kineto_results.events()
               if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
     events.sort(key=lambda e: e.start_ns())

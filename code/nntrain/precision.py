@@ -994,28 +994,6 @@ def _profile_group(name: str) -> str:
     return "other"
 
 
-@contextmanager
-def _silenced_stderr_fd() -> Iterator[None]:
-    """Send the process's file descriptor 2 to /dev/null (the profiler's C++ start/stop lines)."""
-    import os
-    import sys
-
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2: nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def train_step_profile(model: nn.Module, compute_loss: Callable[[nn.Module], torch.Tensor], mode: str = "fp32",
                        repeats: int = 3, warmup: int = 2, lr: float = 1e-4) -> dict[str, float]:
     """Where the time of one training step goes: shares of the operators' own time by group.
@@ -1029,6 +1007,8 @@ def train_step_profile(model: nn.Module, compute_loss: Callable[[nn.Module], tor
     """
     from torch.profiler import ProfilerActivity, profile
 
+    from .measure import silenced_stderr_fd
+
     for name, value in (("repeats", repeats), ("warmup", warmup)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "repeats" else 0):
             raise ValueError(f"{name} must be a {'positive' if name == 'repeats' else 'non-negative'} int, "
@@ -1041,7 +1021,7 @@ def train_step_profile(model: nn.Module, compute_loss: Callable[[nn.Module], tor
             step()
         if cuda:
             torch.cuda.synchronize()
-        with _silenced_stderr_fd(), profile(activities=activities) as prof:
+        with silenced_stderr_fd(), profile(activities=activities) as prof:
             for _ in range(repeats):
                 step()
             if cuda:

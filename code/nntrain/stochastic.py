@@ -32,7 +32,7 @@ __all__ = [
     "noisy_quadratic_exact", "noisy_quadratic_plateau", "noisy_quadratic_stationary_c2",
     "kns_constant_step_bound", "kns_decreasing_steps", "kns_decreasing_step_bound",
     "bcn_constant_step_bound", "bcn_noise_floor",
-    "least_squares_loss", "sgd_least_squares", "train_epochs", "time_per_batch",
+    "least_squares_loss", "sgd_least_squares", "least_squares_excess", "train_epochs", "time_per_batch",
 ]
 
 # How the examples of a mini-batch are drawn (see index_schedule).
