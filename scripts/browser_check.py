@@ -24,7 +24,6 @@ import json
 import re
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,10 +227,9 @@ def _open(context, url: str, report: PageReport, errors: list[str], throttle: in
     if throttle > 1:
         cdp = context.new_cdp_session(page)
         cdp.send("Emulation.setCPUThrottlingRate", {"rate": throttle})
-    start = time.perf_counter()
     page.goto(url, wait_until="domcontentloaded")
     ms = page.evaluate(FIRST_SCREEN_JS)
-    return page, ms, (time.perf_counter() - start) * 1000
+    return page, ms
 
 
 def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | None) -> PageReport:
@@ -240,7 +238,7 @@ def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | N
     errors: list[str] = []
     context = browser.new_context(**VIEWPORTS[width])
     try:
-        page, ms, _ = _open(context, f"{base}/{page_path}", report, errors)
+        page, ms = _open(context, f"{base}/{page_path}", report, errors)
         report.first_screen_ms = ms
         page.wait_for_load_state("load")
         page.evaluate(TYPESET_ALL_JS)
@@ -283,7 +281,7 @@ def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | N
             page.screenshot(path=str(out_dir / f"{page_path.replace('/', '_')}_{width}.png"), full_page=False)
         page.close()
         if width == "phone":
-            slow, ms, _ = _open(context, f"{base}/{page_path}", PageReport(page_path, width), [], THROTTLE)
+            slow, ms = _open(context, f"{base}/{page_path}", PageReport(page_path, width), [], THROTTLE)
             report.first_screen_slow_ms = ms
             slow.close()
     finally:
