@@ -7,7 +7,26 @@ import pytest
 import torch
 
 from nntrain import functions as F
-from nntrain import rates
+from nntrain import optim, rates
+
+
+@pytest.mark.parametrize("name,args", [("gd", (1e-3,)), ("heavy_ball", (1e-3, 0.9)), ("nesterov", (1e-3, 0.9)),
+                                       ("ema_momentum", (1e-3, 0.9))])
+def test_rates_rules_are_optims_rules(name, args):
+    """One definition: rates' rules are adapters over nntrain.optim, with the same numbers to the last bit."""
+    fn = F.rosenbrock()
+    hyper = dict(zip(("alpha", "beta"), args))
+    ours = F.run(fn, [-1.2, 1.0], 300, update=getattr(rates, name)(*args)).path
+    assert torch.equal(ours, F.run(fn, [-1.2, 1.0], 300, update=optim.trajectory_rule(name, **hyper)).path)
+    x, v = ours[0], torch.zeros(2, dtype=torch.float64)
+    for k in range(300):  # the pure functions of nntrain.optim, step by step
+        if name == "ema_momentum":
+            x, v = optim.ema_momentum_update(x, v, fn.grad(x), lr=args[0], beta=args[1])
+        else:
+            beta = args[1] if len(args) > 1 else 0.0
+            look = x + beta * v if name == "nesterov" else x
+            x, v = optim.heavy_ball_update(x, v, fn.grad(look), lr=args[0], beta=beta)
+        assert torch.equal(ours[k + 1], x)
 
 
 def test_heavy_ball_equals_two_step_recursion():

@@ -6,7 +6,8 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
   ``plot`` — the book's figure style, contours and trajectories; ``models`` — MLP, GPT-2, Llama-like;
 * chapter 1: ``autograd`` (reverse mode from scratch), ``gradcheck`` (finite differences),
   ``measure`` (FLOPs, forward vs reverse mode, timing), ``graphplot`` (computational graphs);
-* chapter 2: ``optim`` (SGD, AdamW; Muon for chapter 8), ``functions`` (2-D test functions),
+* chapter 2: ``optim`` (SGD, Adagrad, RMSprop, Adam, AdamW: pure rules, torch.optim wrappers, trajectory
+  rules; Muon for chapter 8), ``functions`` (2-D test functions),
   ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise);
 * chapter 3: ``memory`` (saved tensors, bytes per parameter, the memory ledger, ``python -m nntrain.memory``);
 * chapter 7: ``precision`` (float formats, Kahan sums, loss scaling, master weights);

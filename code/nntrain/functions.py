@@ -8,7 +8,8 @@ All of them work on tensors of shape ``(..., 2)``, so a whole grid is evaluated 
 
 ``run`` moves a point with any method for a number of steps and returns the path and the values.
 A method is either a ``torch.optim.Optimizer`` factory (``lambda params: torch.optim.SGD(params, lr=0.1)``)
-or a pure update ``update(x, grad_fn, state) -> (x_new, state)`` (see ``nntrain.rates``).
+or a pure update ``update(x, grad_fn, state) -> (x_new, state)``: any optimizer of the book through
+``nntrain.optim.trajectory_rule(name, **options)``, or the chapter's names in ``nntrain.rates``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ._checks import check_positive_int
+from .optim.trajectory import GradFn, Update
 
 Tensor = torch.Tensor
-GradFn = Callable[[Tensor], Tensor]
-Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
 
 __all__ = [
     "Function2D", "Trajectory", "quadratic", "ill_conditioned", "rotation", "rosenbrock", "saddle", "levy", "himmelblau",

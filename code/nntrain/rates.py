@@ -3,6 +3,8 @@
 The update rules follow one protocol, ``update(x, grad_fn, state) -> (x_new, state)`` with
 ``state=None`` at the start, so that ``nntrain.functions.run`` draws their trajectories and
 ``iterations_to_tolerance`` counts their iterations on a whole batch of problems at once.
+The rules are defined once, in ``nntrain.optim``; ``gd``, ``heavy_ball``, ``nesterov`` and
+``ema_momentum`` here are its adapters under the chapter's names (``nntrain.optim.trajectory``).
 ``alpha`` and ``beta`` may be floats or tensors that broadcast against ``x`` (one value per problem).
 
 The formulas for the constants and rates are those of Polyak (1964) for the heavy ball and of
@@ -18,9 +20,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .optim import trajectory as _traj
+from .optim._common import check_range as _check_scalar
+from .optim.trajectory import GradFn, Update
+
 Tensor = torch.Tensor
-GradFn = Callable[[Tensor], Tensor]
-Update = Callable[[Tensor, GradFn, Any], "tuple[Tensor, Any]"]
 
 METHODS = ("gd", "gd_optimal", "heavy_ball", "nesterov")
 
@@ -33,77 +37,38 @@ __all__ = [
 ]
 
 
-def _check_scalar(name: str, value, low: float, high: float | None = None, low_open: bool = False) -> None:
-    """Validate a float or a tensor of them: finite and in [low, high] (or (low, high])."""
-    t = torch.as_tensor(value, dtype=torch.float64)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    bad_low = (t <= low).any() if low_open else (t < low).any()
-    if bad_low or (high is not None and (t > high).any()):
-        where = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must lie in {where}, got {value!r}")
-
-
 # ---------------------------------------------------------------- pure update rules
 
 
 def gd(alpha) -> Update:
-    """Gradient descent, x ← x − α∇f(x)."""
-    _check_scalar("alpha", alpha, 0.0, None, low_open=True)
-
-    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
-        return x - alpha * grad_fn(x), state
-
-    return update
+    """Gradient descent, x ← x − α∇f(x) (:func:`nntrain.optim.trajectory.gd_rule`)."""
+    return _traj.gd_rule(alpha)
 
 
 def heavy_ball(alpha, beta) -> Update:
     """Polyak's heavy ball in the physics form: v ← βv − α∇f(x), x ← x + v (state: the velocity v).
 
-    The same as x_{k+1} = x_k − α∇f(x_k) + β(x_k − x_{k−1}) with v_k = x_k − x_{k−1}, v_0 = 0.
+    The same as x_{k+1} = x_k − α∇f(x_k) + β(x_k − x_{k−1}) with v_k = x_k − x_{k−1}, v_0 = 0;
+    the rule is :func:`nntrain.optim.heavy_ball_update`.
     """
-    _check_scalar("alpha", alpha, 0.0, None, low_open=True)
-    _check_scalar("beta", beta, 0.0, 1.0)
-
-    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
-        v = torch.zeros_like(x) if state is None else state
-        v = beta * v - alpha * grad_fn(x)
-        return x + v, v
-
-    return update
+    return _traj.heavy_ball_rule(alpha, beta)
 
 
 def nesterov(alpha, beta) -> Update:
     """Nesterov's method in the look-ahead form: v ← βv − α∇f(x + βv), x ← x + v.
 
-    With v_k = x_k − x_{k−1} it is y_k = x_k + β(x_k − x_{k−1}), x_{k+1} = y_k − α∇f(y_k):
-    Nesterov's constant-step scheme for strongly convex f (2004, scheme 2.2.19).
+    The heavy ball with the gradient taken at x + βv (:func:`nntrain.optim.trajectory.nesterov_rule`).
     """
-    _check_scalar("alpha", alpha, 0.0, None, low_open=True)
-    _check_scalar("beta", beta, 0.0, 1.0)
-
-    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
-        v = torch.zeros_like(x) if state is None else state
-        v = beta * v - alpha * grad_fn(x + beta * v)
-        return x + v, v
-
-    return update
+    return _traj.nesterov_rule(alpha, beta)
 
 
 def ema_momentum(alpha, beta) -> Update:
     """Momentum as an exponential moving average: m ← βm + (1 − β)∇f(x), x ← x − αm (m₀ = 0).
 
-    It equals ``heavy_ball(alpha * (1 - beta), beta)``: only the step is rescaled.
+    It equals ``heavy_ball(alpha * (1 - beta), beta)``: only the step is rescaled
+    (:func:`nntrain.optim.ema_momentum_update`).
     """
-    _check_scalar("alpha", alpha, 0.0, None, low_open=True)
-    _check_scalar("beta", beta, 0.0, 1.0)
-
-    def update(x: Tensor, grad_fn: GradFn, state: Any = None) -> tuple[Tensor, Any]:
-        m = torch.zeros_like(x) if state is None else state
-        m = beta * m + (1 - beta) * grad_fn(x)
-        return x - alpha * m, m
-
-    return update
+    return _traj.ema_momentum_rule(alpha, beta)
 
 
 def gd_exact_quadratic(A: Tensor) -> Update:
