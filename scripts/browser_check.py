@@ -11,8 +11,12 @@ refused. On each page and width it checks that every formula is typeset without 
 raw TeX is left, every image loads, no request fails, nothing makes the page wider than the
 screen, no display equation is clipped (too wide ones must scroll inside themselves), and on a
 phone that ☰ opens the chapter list; one solution dropdown opens; notebook pages link to Colab.
+On a page with the optimizer playground (``nntrain.playground``; required on ``PLAYGROUND_PAGES``)
+a trajectory is drawn, moving the step slider or choosing another function redraws it, and
+every preset button shows its setting.
 It prints, per page, the time until the first screen's math is typeset (also with the CPU slowed
-4×, like a mid-range phone) and the page's weight. Failing pages are saved as screenshots.
+4×, like a mid-range phone) and the page's weight, and the weight of each playground.
+Failing pages are saved as screenshots.
 """
 
 from __future__ import annotations
@@ -90,6 +94,56 @@ FACTS_JS = """() => {
     colab,
   };
 }"""
+
+# Pages that must carry the static optimizer playground of nntrain.playground.
+PLAYGROUND_PAGES = ("chapters/02_optimizers/playground.html",)
+# Every playground of the page: its size in bytes, the drawn path, the setting and the contour image shown.
+PLAYGROUND_JS = """() => [...document.querySelectorAll('.nnt-playground')].map(w => {
+  const path = w.querySelector('[data-role="path"]'), img = w.querySelector('[data-role="img"]');
+  return {bytes: new Blob([w.outerHTML]).size, d: path ? (path.getAttribute('d') || '') : '',
+          setting: w.dataset.setting || '', img: img ? (img.getAttribute('href') || '').length : 0};
+})"""
+STATE_JS = """w => [w.querySelector('[data-role="path"]').getAttribute('d'), w.dataset.setting,
+  w.querySelector('[data-role="img"]').getAttribute('href')]"""
+
+
+def check_playground(page, report: PageReport) -> None:
+    """The static playground works without a kernel: drawn, and redrawn when a control moves."""
+    widgets = page.evaluate(PLAYGROUND_JS)
+    p = report.problems
+    if not widgets:
+        if report.page in PLAYGROUND_PAGES:
+            p.append("the optimizer playground is missing (or its script did not run)")
+        return
+    report.facts["playgrounds"] = [w["bytes"] for w in widgets]
+    for i, w in enumerate(widgets):
+        if not w["d"] or not w["setting"] or not w["img"]:
+            p.append(f"playground {i}: no trajectory or contour drawn")
+            continue
+        root = page.locator(".nnt-playground").nth(i)
+        slider = root.locator('input[type="range"][data-role="lr"]')
+        slider.scroll_into_view_if_needed()
+        slider.fill("0" if slider.input_value() != "0" else "1")  # what a drag to another step does
+        d, setting, _ = root.evaluate(STATE_JS)
+        if d == w["d"] or setting == w["setting"]:
+            p.append(f"playground {i}: moving the step slider does not change the drawn trajectory")
+        select = root.locator('select[data-role="fn"]')
+        options = select.locator("option").count()
+        if options > 1:
+            before = root.evaluate(STATE_JS)
+            select.select_option(index=(int(select.input_value()) + 1) % options)
+            after = root.evaluate(STATE_JS)
+            if after[0] == before[0] or after[2] == before[2]:
+                p.append(f"playground {i}: choosing another function does not redraw the contour and path")
+        buttons = root.locator(".pg-presets button")
+        for k in range(buttons.count()):
+            button = buttons.nth(k)
+            button.scroll_into_view_if_needed()
+            button.click()
+            want, (d, setting, _) = button.get_attribute("data-preset"), root.evaluate(STATE_JS)
+            if setting != want or not d:
+                p.append(f"playground {i}: the button «{button.text_content()}» shows {setting!r}, not {want!r}")
+
 
 # When the first screen is readable, in ms from navigation start. Formulas typeset at build time
 # (KaTeX) are readable at the first contentful paint once KaTeX's two main fonts have arrived;
@@ -258,6 +312,7 @@ def check_page(browser, base: str, page_path: str, width: str, out_dir: Path | N
             nb = page_path.replace(".html", ".ipynb")
             if not any(h.endswith(f"/blob/main/{nb}") for h in facts["colab"]):
                 p.append(f"no Colab link to …/blob/main/{nb}")
+        check_playground(page, report)
         if facts["solutions"]:
             title = page.locator(".solution.dropdown .admonition-title").first
             title.scroll_into_view_if_needed()
@@ -338,6 +393,10 @@ def summary(reports: list[PageReport]) -> str:
         slow = f"{r.first_screen_slow_ms:.0f}" if r.first_screen_slow_ms is not None else "-"
         lines.append(f"{r.page:48} {r.width:7} {r.first_screen_ms:10.0f} {slow:>8} {r.bytes / 1024:6.0f} "
                      f"{r.facts.get('math', 0):5d} {r.facts.get('wideDisplays', 0):4d} {len(r.problems)}")
+    for r in reports:
+        if r.facts.get("playgrounds"):
+            kb = ", ".join(f"{b / 1024:.0f}" for b in r.facts["playgrounds"])
+            lines.append(f"playground on {r.page} [{r.width}]: {kb} KB of the page's {r.bytes / 1024:.0f} KB")
     return "\n".join(lines)
 
 

@@ -257,7 +257,7 @@ def test_simulated_timeline_of_a_step():
 
 
 def test_ledger_errors_list_valid_options():
-    with pytest.raises(ValueError, match=r"expected one of \['adam', 'adamw', 'momentum', 'sgd'"):
+    with pytest.raises(ValueError, match=r"expected one of \['adafactor', 'adam', 'adam8bit', 'adamw', 'momentum', 'sgd'"):
         ledger("gpt2", optimizer="lion")
     with pytest.raises(ValueError, match="'mixed'"):
         ledger("gpt2", precision="fp64")
@@ -441,7 +441,7 @@ def test_cli_help():
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "gpt5"], "invalid choice: 'gpt5' (choose from 'gpt2', 'gpt2-large'"),
-    (["--optimizer", "lion"], "choose from 'adam', 'adamw', 'momentum', 'sgd'"),
+    (["--optimizer", "lion"], "choose from 'adafactor', 'adam', 'adam8bit', 'adamw', 'momentum', 'sgd'"),
     (["--precision", "fp64"], "choose from 'amp', 'bf16', 'fp32', 'mixed'"),
     (["--batch", "0"], "--batch must be a positive integer"),
     (["--model", "gpt2", "--seq", "5000"], "block_size"),

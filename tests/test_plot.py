@@ -80,3 +80,42 @@ def test_animation_frames():
     anim = plot.animate_trajectories(fn, paths, frames=5)
     artists = anim._func(4)  # draw the last frame without saving
     assert len(artists) == 1 and len(artists[0].get_xdata()) == 21
+
+
+def test_animation_heads_step_label_and_bad_input():
+    fn = F.saddle()
+    paths = {"GD": F.run(fn, [1.0, 1e-3], 20, update=rates.gd(0.1)),
+             "короткий": np.zeros((5, 2))}
+    anim = plot.animate_trajectories(fn, paths, frames=6, step_label="шаг {k}", head_size=10,
+                                     trail_markers=False, colors={"короткий": "#123456"})
+    artists = anim._func(5)
+    assert [len(a.get_xdata()) for a in artists] == [21, 5]
+    ax = anim._fig.axes[0]
+    heads = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markersize() == 10]
+    assert len(heads) == 2 and heads[1].get_xydata().tolist() == [[0.0, 0.0]]  # stays at its end
+    assert any(t.get_text() == "шаг 20" for t in ax.texts)
+    with pytest.raises(ValueError, match="frames"):
+        plot.animate_trajectories(fn, paths, frames=0)
+    with pytest.raises(ValueError, match="head_size"):
+        plot.animate_trajectories(fn, paths, head_size=-1)
+
+
+def test_save_gif_small_palette(tmp_path):
+    from PIL import Image
+
+    fn = F.rosenbrock()
+    paths = {"GD": F.run(fn, [-1.5, 2.0], 30, update=rates.gd(1e-3))}
+    anim = plot.animate_trajectories(fn, paths, frames=4, figsize=(2.0, 1.8), dpi=100, head_size=6)
+    size = plot.save_gif(anim, tmp_path / "a" / "t.gif", fps=5, colors=16, hold=2)
+    im = Image.open(tmp_path / "a" / "t.gif")
+    assert len(im.convert("RGB").getcolors(256)) <= 16
+    assert size == (tmp_path / "a" / "t.gif").stat().st_size and im.size == (200, 180)
+    total = 0
+    for i in range(im.n_frames):  # Pillow merges equal frames into one longer frame
+        im.seek(i)
+        total += im.info["duration"]
+    assert total == 6 * 200
+    with pytest.raises(ValueError, match="colors"):
+        plot.save_gif(anim, tmp_path / "b.gif", colors=1)
+    with pytest.raises(TypeError, match="FuncAnimation"):
+        plot.save_gif(object(), tmp_path / "b.gif")

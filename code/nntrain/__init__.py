@@ -8,8 +8,12 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
   ``measure`` (FLOPs, forward vs reverse mode, timing), ``graphplot`` (computational graphs);
 * chapter 2: ``optim`` (SGD, Adagrad, RMSprop, Adam, AdamW: pure rules, torch.optim wrappers, trajectory
   rules; Muon for chapter 8), ``functions`` (2-D test functions),
-  ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise);
+  ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise),
+  ``adaptive`` and ``decay`` (experiments of the AdaGrad/Adam and AdamW sections), ``playground``
+  (animations, the static and the live playground);
 * chapter 3: ``memory`` (saved tensors, bytes per parameter, the memory ledger, ``python -m nntrain.memory``);
+* chapter 5: ``accumulation`` (the accumulating step, its pitfalls, DDP ``no_sync``);
+* chapter 6: ``checkpointing`` (the checkpointed runner, the √n rule, Revolve, selective-checkpointing policies);
 * chapter 7: ``precision`` (float formats, Kahan sums, loss scaling, master weights);
 * chapter 8: ``norms`` (norms, dual norms, LMOs) and ``optim.muon``.
 """

@@ -12,9 +12,10 @@ Measurements check it: :class:`SavedTensors` counts the storages autograd saves 
 :func:`cuda_peak_step` reads ``torch.cuda.max_memory_allocated`` around a real step, and
 :func:`cpu_peak_step` replays the CPU allocations of a step recorded by ``torch.profiler``.
 
-Later chapters plug in: a new optimizer's state size with :func:`register_optimizer`
-(Adafactor, 8-bit Adam), a new precision with :func:`register_precision`, activation
-checkpointing through ``checkpointing=``, gradient accumulation through ``micro_batch``.
+The table of optimizer states knows SGD, momentum, Adam(W) and chapter 4's Adafactor and 8-bit Adam;
+a new optimizer plugs in with :func:`register_optimizer`, a new precision with
+:func:`register_precision`; activation checkpointing goes through ``checkpointing=`` and
+``segments=`` (chapter 6), gradient accumulation through ``micro_batch`` (chapter 5).
 
 The ledger's ``total`` (model states + saved activations) is an *estimate* of a step's memory,
 neither an upper nor a lower bound of the peak: it leaves out the gradients of intermediate
@@ -44,6 +45,8 @@ from .models import GPT, PRESETS, GPTConfig, Llama, LlamaConfig, build, count_pa
 __all__ = [
     "CHECKPOINTING",
     "OPTIMIZER_STATES",
+    "adafactor_state_bytes",
+    "adam8bit_state_bytes",
     "PRECISIONS",
     "TARGETS",
     "Ledger",
@@ -138,18 +141,39 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+def adafactor_state_bytes(shape: Sequence[int], number_bytes: int = 4) -> int:
+    """Adafactor (chapter 4): a tensor of shape (…, n, m) keeps ∏(…)·(n + m) numbers (row and column
+    statistics of its second moment), a vector or a scalar keeps all of its numbers; plus ``step``."""
+    shape = tuple(shape)
+    numbers = _numel(shape[:-2]) * (shape[-2] + shape[-1]) if len(shape) > 1 else _numel(shape)
+    return numbers * number_bytes + STEP_BYTES
+
+
+def adam8bit_state_bytes(shape: Sequence[int], number_bytes: int = 4, block_size: int = 256,
+                         min_8bit_size: int = 4096) -> int:
+    """8-bit Adam (chapter 4), without the two code books that all tensors share: two uint8 moments per
+    value and two float32 absmax per block of ``block_size``; tensors with fewer than ``min_8bit_size``
+    values keep float32 moments whatever ``number_bytes`` is (as bitsandbytes does); plus ``step``."""
+    n = _numel(tuple(shape))
+    if n < min_8bit_size:
+        return 2 * 4 * n + STEP_BYTES
+    return 2 * n + 2 * 4 * -(-n // block_size) + STEP_BYTES
+
+
 OPTIMIZER_STATES: dict[str, StateFn] = {
     "sgd": lambda shape, nb: 0,
     "momentum": lambda shape, nb: _numel(shape) * nb,
     "adam": lambda shape, nb: 2 * _numel(shape) * nb + STEP_BYTES,
     "adamw": lambda shape, nb: 2 * _numel(shape) * nb + STEP_BYTES,
+    "adafactor": adafactor_state_bytes,
+    "adam8bit": adam8bit_state_bytes,
 }
 
 
 def register_optimizer(name: str, state_fn: StateFn, overwrite: bool = False) -> None:
     """Teach the ledger a new optimizer: ``state_fn(shape, bytes_per_number) -> state bytes``.
 
-    Chapter 4 registers Adafactor (rows + columns of each matrix) and 8-bit Adam this way.
+    The built-in table already holds Adafactor and 8-bit Adam (chapter 4); this is for the reader's own.
     """
     if name in OPTIMIZER_STATES and not overwrite:
         raise ValueError(f"optimizer {name!r} is already registered; pass overwrite=True to replace it")
@@ -263,6 +287,7 @@ def gpt_activation_terms(
     loss_bytes: int | None = None,
     autocast: bool = False,
     weight_copy_bytes: int = 0,
+    segments: int | None = None,
 ) -> dict[str, int]:
     """Activation bytes of a GPT step: layers, embedding, output layer and loss.
 
@@ -276,7 +301,10 @@ def gpt_activation_terms(
     fp32: CUDA lists log_softmax and nll_loss, CPU lists cross_entropy_loss and nll_loss.
     softmax is fp32 on CUDA only (a bf16 input stays bf16 on CPU). ``weight_copy_bytes``
     prices the 16-bit copies of the Linear weights that the forward pass makes and the
-    graph keeps.
+    graph keeps. ``segments=k`` (with ``checkpointing="full"``, chapter 6) keeps the inputs
+    of k segments instead of every layer's input, and one whole segment of at most ⌈L/k⌉
+    layers is recomputed at a time (a balanced cut; ``checkpoint_sequential`` gives its last
+    segment the remainder, which may be longer); None is k = L (the terms above).
     """
     if not isinstance(cfg, GPTConfig):
         raise TypeError(f"expected a GPTConfig, got {type(cfg).__name__}")
@@ -286,6 +314,12 @@ def gpt_activation_terms(
     check_choice("checkpointing", checkpointing, CHECKPOINTING)
     if seq > cfg.block_size:
         raise ValueError(f"seq={seq} is longer than block_size={cfg.block_size}")
+    if segments is not None:
+        if checkpointing != "full":
+            raise ValueError(f"segments needs checkpointing='full', got {checkpointing!r}")
+        check_positive_int("segments", segments)
+        if segments > cfg.n_layer:
+            raise ValueError(f"segments={segments} is more than the {cfg.n_layer} layers")
     s, b, h, L, V = seq, batch, cfg.n_embd, cfg.n_layer, cfg.vocab_size
     dropout = cfg.dropout > 0
     cuda = target == "cuda"
@@ -311,7 +345,10 @@ def gpt_activation_terms(
         "loss: log-softmax (s·b·V)": loss_bytes * s * b * V,
         "loss: targets": 8 * s * b,
     }
-    if checkpointing == "full":
+    if checkpointing == "full" and segments is not None:
+        out["layers: segment inputs kept (k·sbh)"] = segments * res * sbh
+        out["layers: one segment recomputed"] = -(-L // segments) * per_layer
+    elif checkpointing == "full":
         out["layers: inputs kept (L·sbh)"] = L * res * sbh
         out["layers: one layer recomputed"] = per_layer
     else:
@@ -687,6 +724,8 @@ LABELS_RU = {
     "loss: targets": "потери: правильные ответы",
     "layers: inputs kept (L·sbh)": "слои: хранимые входы (L·sbh)",
     "layers: one layer recomputed": "слои: один пересчитываемый слой",
+    "layers: segment inputs kept (k·sbh)": "слои: хранимые входы сегментов (k·sbh)",
+    "layers: one segment recomputed": "слои: один пересчитываемый сегмент",
     "autocast: 16-bit copies of the weights": "autocast: 16-битные копии весов",
     "rotary tables": "таблицы поворотных кодирований",
     "final RMSNorm": "финальный RMSNorm",
@@ -809,6 +848,7 @@ def ledger(
     checkpointing: str = "none",
     micro_batch: int | None = None,
     grad_accum_bytes: int | None = None,
+    segments: int | None = None,
 ) -> Ledger:
     """The memory ledger of one naive training step.
 
@@ -820,7 +860,8 @@ def ledger(
     default 4 (fp32) when the gradients themselves are 16-bit (summing in 16 bits loses the small
     contributions), 0 when they are fp32 already (they accumulate in ``.grad``).
     Activation bytes follow ``precision`` and ``target``; ``precision="amp"`` (torch.autocast)
-    is modelled for GPT configs, whose op lists are known.
+    is modelled for GPT configs, whose op lists are known. ``segments`` (GPT configs,
+    ``checkpointing="full"``): checkpoint k segments of layers instead of every layer (chapter 6).
     """
     check_choice("optimizer", optimizer, OPTIMIZER_STATES)
     check_choice("precision", precision, PRECISIONS)
@@ -853,10 +894,13 @@ def ledger(
     if p.autocast and not isinstance(cfg, GPTConfig):
         raise ValueError(f"precision {precision!r} (torch.autocast) is modelled for GPT configs only")
     transients: dict[str, int] = {}
+    if segments is not None and not isinstance(cfg, GPTConfig):
+        raise ValueError("segments is modelled for GPT configs only")
     if isinstance(cfg, GPTConfig):
         seq = cfg.block_size if seq is None else seq
         terms = gpt_activation_terms(cfg, live_batch, seq, p.activations, target, checkpointing,
-                                     autocast=p.autocast, weight_copy_bytes=p.weight_copies)
+                                     autocast=p.autocast, weight_copy_bytes=p.weight_copies,
+                                     segments=segments)
         # dL/dlogits has the dtype of the log-softmax (fp32 under autocast), s·b·V numbers
         transients["logits gradient (s·b·V)"] = terms["loss: log-softmax (s·b·V)"]
     elif isinstance(cfg, LlamaConfig):

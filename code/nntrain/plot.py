@@ -204,29 +204,105 @@ def trajectories(ax, fn, paths: dict, box=None, colors: dict | None = None, mark
 
 
 def animate_trajectories(fn, paths: dict, box=None, frames: int | None = None, interval: int = 40,
-                         colors: dict | None = None, figsize=(5.0, 4.4)):
+                         colors: dict | None = None, figsize=(5.0, 4.4), *, title: str | None = None,
+                         step_label: str | None = None, head_size: float = 0.0, trail_width: float = 1.6,
+                         trail_markers: bool = True, legend_loc: str = "best", legend_fontsize: float = 9,
+                         dpi: float | None = None, log_levels: bool | None = None):
     """A ``matplotlib.animation.FuncAnimation`` of the methods moving together over the contour of ``fn``.
 
-    Save it from a script (``anim.save("traj.gif", writer="pillow")``); notebooks do not render it in CI.
+    Each method draws its trail (the path so far) and, when ``head_size > 0``, a large dot at its
+    current point, so that a small GIF on a phone shows where every method is. ``step_label`` is a
+    format string with ``{k}`` (the step shown), written in the upper left corner, e.g.
+    ``"шаг {k}"``. Save it with ``save_gif`` (small palette GIF) or ``anim.save(..., writer="pillow")``;
+    notebooks do not render it in CI. The frame function returns the trails. ``log_levels``: contour
+    levels log-spaced (dense near a minimum) or even; by default log-spaced when ``fn`` has a
+    minimiser and even when it has none (a saddle's centre would otherwise be one flat grey).
     """
     from matplotlib.animation import FuncAnimation
 
     if not isinstance(paths, dict) or not paths:
         raise ValueError("paths must be a non-empty dict {label: path}")
-    fig, ax = plt.subplots(figsize=figsize, constrained_layout=True)
-    contour(ax, fn, box)
+    if frames is not None and (not isinstance(frames, int) or frames < 1):
+        raise ValueError(f"frames must be a positive int (or None for one frame per step), got {frames!r}")
+    if head_size < 0 or trail_width <= 0:
+        raise ValueError(f"need head_size >= 0 and trail_width > 0, got {head_size!r}, {trail_width!r}")
+    fig, ax = plt.subplots(figsize=figsize, constrained_layout=True, dpi=dpi)
+    if log_levels is None:
+        log_levels = bool(getattr(fn, "minimizers", True))
+    contour(ax, fn, box, log=log_levels)
     xy = {k: _as_xy(v) for k, v in paths.items()}
     n = max(len(p) for p in xy.values())
     frames = n if frames is None else min(frames, n)
-    lines = {}
+    lines, heads = {}, {}
     for i, name in enumerate(xy):
-        (lines[name],) = ax.plot([], [], color=_color_for(name, i, colors), lw=1.6, marker=".", label=name)
-    ax.legend(loc="best", fontsize=9, frameon=True, framealpha=0.85)
+        c = _color_for(name, i, colors)
+        style = {"marker": ".", "markersize": 4} if trail_markers else {}
+        (lines[name],) = ax.plot([], [], color=c, lw=trail_width, label=name, **style)
+        if head_size:
+            (heads[name],) = ax.plot([], [], "o", color=c, markersize=head_size, markeredgecolor="white",
+                                     markeredgewidth=1.2, zorder=7)
+    ax.legend(loc=legend_loc, fontsize=legend_fontsize, frameon=True, framealpha=0.85)
+    if title:
+        ax.set_title(title)
+    text = ax.text(0.02, 0.97, "", transform=ax.transAxes, va="top", ha="left", fontsize=legend_fontsize + 1,
+                   bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8}) if step_label else None
 
     def draw(frame: int):
         k = int(round(frame * (n - 1) / max(frames - 1, 1))) + 1
         for name, p in xy.items():
             lines[name].set_data(p[:k, 0], p[:k, 1])
+            if name in heads:
+                j = min(k, len(p)) - 1
+                heads[name].set_data(p[j:j + 1, 0], p[j:j + 1, 1])
+        if text is not None:
+            text.set_text(step_label.format(k=k - 1))
         return list(lines.values())
 
-    return FuncAnimation(fig, draw, frames=frames, interval=interval, blit=True)
+    return FuncAnimation(fig, draw, frames=frames, interval=interval, blit=False)
+
+
+def save_gif(anim, path, fps: float = 12.0, colors: int = 64, hold: int = 0) -> int:
+    """Save an animation as a small looping GIF: one shared adaptive palette, frames stored as deltas.
+
+    ``colors`` (2–256) is the palette size; ``hold`` repeats the last frame that many times so the
+    viewer sees where the methods ended before the loop restarts. Returns the file size in bytes.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from matplotlib.animation import FuncAnimation
+    from PIL import Image
+
+    if not isinstance(anim, FuncAnimation):
+        raise TypeError(f"anim must be a matplotlib FuncAnimation, got {type(anim).__name__}")
+    if not (isinstance(colors, int) and 2 <= colors <= 256):
+        raise ValueError(f"colors must be an int in [2, 256], got {colors!r}")
+    if not (fps > 0) or not (isinstance(hold, int) and hold >= 0):
+        raise ValueError(f"need fps > 0 and an int hold >= 0, got fps={fps!r}, hold={hold!r}")
+    fig = anim._fig  # FuncAnimation keeps its figure and frame function in these attributes
+    frames = []
+    seq = list(anim.new_saved_frame_seq())
+    for f in seq:
+        anim._func(f)
+        fig.canvas.draw()  # at the figure's own dpi: the GIF is figsize × dpi pixels
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
+    anim._draw_was_started = True  # drawn by hand: matplotlib need not warn that it never ran
+    frames += [frames[-1]] * hold
+    # one palette for all frames, from the first and the last frame side by side plus a large swatch
+    # of every line's colour, so that the trails keep their own colours among the contour's greys
+    from matplotlib.colors import to_rgb
+
+    w, h = frames[0].size
+    lines = {to_rgb(ln.get_color()) for a in fig.axes for ln in a.get_lines() if ln.get_visible()}
+    sample = Image.new("RGB", (w * (2 + len(lines)), h))
+    sample.paste(frames[0], (0, 0))
+    sample.paste(frames[-1], (w, 0))
+    for i, c in enumerate(sorted(lines)):
+        sample.paste(tuple(int(round(255 * v)) for v in c), (w * (2 + i), 0, w * (3 + i), h))
+    pal = sample.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    q = [f.quantize(palette=pal, dither=Image.Dither.NONE) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q[0].save(path, save_all=True, append_images=q[1:], duration=int(round(1000 / fps)), loop=0,
+              optimize=True, disposal=1)
+    return path.stat().st_size
