@@ -6,10 +6,14 @@
 * ``{prf:ref}`label``` always prints «Теорема 2.3», which a Russian sentence cannot use after
   «по», «из», «в»: ``{prf:ref}`по теореме %s <label>``` puts the number in place of ``%s``, as
   ``{numref}`` does, so the case is the author's and the number stays the toc's.
+* A glued number formatted with ``:,`` comes out as «26,122», which a Russian reader takes for a
+  decimal comma: in pasted glue text the digit groups are separated by a narrow no-break space
+  («26 122»), as Russian typography does.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,7 +21,32 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from docutils import nodes
 from sphinx import addnodes
+from sphinx.transforms import SphinxTransform
 from sphinx.transforms.post_transforms import SphinxPostTransform
+
+NARROW_NBSP = "\u202f"
+_GROUP_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def russian_digit_groups(text: str) -> str:
+    """«26,122» → «26 122» (narrow no-break space); «0.5, 3» and a decimal «3,5» are left alone."""
+    return _GROUP_COMMA.sub(NARROW_NBSP, text)
+
+
+class RussianDigitGroups(SphinxTransform):
+    """Apply :func:`russian_digit_groups` to the text that ``{glue:text}`` pastes (myst-nb's
+    ``pasted-text`` inline nodes), so that ``{glue:text}`n:,``` reads as a Russian number."""
+
+    default_priority = 700
+
+    def apply(self, **kwargs) -> None:
+        for node in self.document.findall(nodes.inline):
+            if "pasted-text" not in node.get("classes", []):
+                continue
+            for text in list(node.findall(nodes.Text)):
+                new = russian_digit_groups(str(text))
+                if new != str(text):
+                    text.parent.replace(text, nodes.Text(new))
 
 MESSAGES = {
     "exercise": {"Solution": "Решение", "Exercise": "Упражнение"},
@@ -70,6 +99,7 @@ class NumberedProofTitles(SphinxPostTransform):
 
 def setup(app):
     app.add_post_transform(NumberedProofTitles)
+    app.add_transform(RussianDigitGroups)
     locale_dir = Path(tempfile.mkdtemp(prefix="book_ru_locale_"))
     for domain, messages in MESSAGES.items():
         _compile(locale_dir, domain, "ru", messages)
