@@ -9,13 +9,21 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
 * chapter 2: ``optim`` (SGD, Adagrad, RMSprop, Adam, AdamW: pure rules, torch.optim wrappers, trajectory
   rules; Muon for chapter 8), ``functions`` (2-D test functions),
   ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise),
-  ``adaptive`` and ``decay`` (experiments of the AdaGrad/Adam and AdamW sections), ``playground``
+  ``adaptive`` and ``decay`` (experiments of the AdaGrad/Adam and AdamW sections), ``schedules``
+  (learning-rate schedules as pure functions of the step), ``playground``
   (animations, the static and the live playground);
 * chapter 3: ``memory`` (saved tensors, bytes per parameter, the memory ledger, ``python -m nntrain.memory``);
+* chapter 4: ``optim.adafactor``, ``optim.adam8bit``, ``quant`` (block-wise quantization) and ``memopt``
+  (state bytes and the chapter's experiments);
 * chapter 5: ``accumulation`` (the accumulating step, its pitfalls, DDP ``no_sync``);
 * chapter 6: ``checkpointing`` (the checkpointed runner, the √n rule, Revolve, selective-checkpointing policies);
 * chapter 7: ``precision`` (float formats, Kahan sums, loss scaling, master weights);
-* chapter 8: ``norms`` (norms, dual norms, LMOs) and ``optim.muon``.
+* chapter 8: ``norms`` (norms, dual norms, LMOs) and ``optim.muon``;
+* chapter 9: ``landscape`` (random and filter-normalized directions, batched line/plane grids,
+  interpolation and Bézier paths), ``sharpness`` (Hessian-vector products, top eigenvalue, edge of
+  stability, Dinh's rescaling), ``explr`` (Li & Arora's exponential step) and ``optim.sam``;
+* chapter 10: ``double_descent`` (min-norm least squares, Hastie et al.'s risk, random features) and
+  ``grokking`` (modular arithmetic, Fourier analysis of embeddings, Gromov's analytic network).
 """
 
 from .runtime import QUICK_ENV, device, env_info, is_quick, pick, seed_everything, setup

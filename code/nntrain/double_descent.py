@@ -1,0 +1,311 @@
+"""Double descent in least squares and random features (chapter 10, «Двойной спуск»).
+
+* min-norm least squares X⁺y and ridge regression in the scaling of Hastie et al. 2022
+  (arXiv 1903.08560): minimise (1/n)‖y − Xβ‖² + λ‖β‖², so β̂_λ = (XᵀX + nλI)⁻¹Xᵀy;
+* the exact conditional risk of the min-norm fit for isotropic features,
+  R_X = ‖(I − Π)β‖² + σ² tr((XᵀX)⁺), and its Monte Carlo average over Gaussian designs;
+* Hastie et al.'s limiting risk (Theorem 1, isotropic features) as a function of γ = p/n and
+  SNR = r²/σ², and the exact finite-n risk σ²p/(n − p − 1) for n > p + 1 (Gaussian design);
+* random ReLU features (Belkin et al. 2019, arXiv 1812.11118) fitted by min-norm or ridge.
+
+Letters as in Hastie et al.: n samples, p features (number of random features in the random-
+features model), γ = p/n. Everything is float64 and driven by an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import check_positive_int
+
+__all__ = [
+    "min_norm_lstsq", "ridge", "ridgeless_risk", "finite_n_risk", "conditional_risk",
+    "simulate_ridgeless_risk", "smallest_singular_values", "relu_features",
+    "draw_relu_weights", "sine_target", "random_features_curve", "gd_risk_path",
+    "two_scale_regression",
+]
+
+
+def _matrix(name: str, X: Tensor) -> Tensor:
+    if not isinstance(X, Tensor) or X.ndim != 2 or X.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D tensor, got "
+                         f"{getattr(X, 'shape', type(X))}")
+    return X.double()
+
+
+def _targets(X: Tensor, y: Tensor) -> Tensor:
+    if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(f"y must be a 1-D tensor with {X.shape[0]} entries (rows of X), got "
+                         f"{getattr(y, 'shape', type(y))}")
+    return y.double()
+
+
+def min_norm_lstsq(X: Tensor, y: Tensor) -> Tensor:
+    """The least-squares solution of smallest Euclidean norm, X⁺y (via the SVD).
+
+    For p > n it interpolates the data; it is also the limit of ridge as λ → 0 and the point
+    gradient descent from zero converges to — the estimator whose risk shows double descent.
+    """
+    X = _matrix("X", X)
+    return torch.linalg.pinv(X) @ _targets(X, y)
+
+
+def ridge(X: Tensor, y: Tensor, lam: float) -> Tensor:
+    """Ridge regression argmin (1/n)‖y − Xβ‖² + λ‖β‖² (Hastie et al.'s scaling), λ > 0.
+
+    Solves the smaller of the two equivalent systems: (XᵀX + nλI)β = Xᵀy when p ≤ n, and
+    β = Xᵀ(XXᵀ + nλI)⁻¹y when p > n.
+    """
+    X = _matrix("X", X)
+    y = _targets(X, y)
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam must be a positive finite number (use min_norm_lstsq for λ = 0), "
+                         f"got {lam!r}")
+    n, p = X.shape
+    if p <= n:
+        A = X.T @ X + n * lam * torch.eye(p, dtype=X.dtype)
+        return torch.linalg.solve(A, X.T @ y)
+    K = X @ X.T + n * lam * torch.eye(n, dtype=X.dtype)
+    return X.T @ torch.linalg.solve(K, y)
+
+
+def _check_gamma_snr(gamma: float, snr: float, sigma2: float) -> None:
+    for name, v in (("gamma", gamma), ("sigma2", sigma2)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    if not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr >= 0):
+        raise ValueError(f"snr must be a finite number ≥ 0, got {snr!r}")
+
+
+def ridgeless_risk(gamma: float, snr: float, sigma2: float = 1.0) -> float:
+    """Hastie et al. 2022, Theorem 1: the limiting risk of min-norm least squares, Σ = I.
+
+    With r² = ‖β‖² = snr·σ² and p/n → γ: σ²γ/(1 − γ) for γ < 1 and
+    r²(1 − 1/γ) + σ²/(γ − 1) for γ > 1; at γ = 1 the limit is infinite (returned as inf).
+    """
+    _check_gamma_snr(gamma, snr, sigma2)
+    if gamma < 1:
+        return sigma2 * gamma / (1 - gamma)
+    if gamma == 1:
+        return math.inf
+    return snr * sigma2 * (1 - 1 / gamma) + sigma2 / (gamma - 1)
+
+
+def finite_n_risk(n: int, p: int, sigma2: float = 1.0) -> float:
+    """E‖β̂ − β‖² = σ²p/(n − p − 1) of ordinary least squares, Gaussian design, n > p + 1.
+
+    The exact finite-sample version of the left branch of ``ridgeless_risk``; it explains why a
+    simulation at finite n overshoots the limit σ²γ/(1 − γ) near γ = 1.
+    """
+    n, p = check_positive_int("n", n), check_positive_int("p", p)
+    if n <= p + 1:
+        raise ValueError(f"the risk is finite only for n > p + 1, got n = {n}, p = {p}")
+    if not (math.isfinite(sigma2) and sigma2 > 0):
+        raise ValueError(f"sigma2 must be positive, got {sigma2!r}")
+    return sigma2 * p / (n - p - 1)
+
+
+def conditional_risk(X: Tensor, beta: Tensor, sigma2: float) -> tuple[float, float]:
+    """(bias², variance) of the min-norm fit given X: ‖(I − Π)β‖² and σ² tr((XᵀX)⁺).
+
+    Π projects onto the row space of X. Their sum is E[‖β̂ − β‖² | X], the risk R_X of Hastie et
+    al. for isotropic features — exact, with no noise average left to simulate.
+    """
+    X = _matrix("X", X)
+    if not isinstance(beta, Tensor) or beta.shape != (X.shape[1],):
+        raise ValueError(f"beta must have shape ({X.shape[1]},), got "
+                         f"{getattr(beta, 'shape', type(beta))}")
+    _, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    keep = s > s.max() * max(X.shape) * torch.finfo(X.dtype).eps
+    s, Vh = s[keep], Vh[keep]
+    beta = beta.double()
+    bias = float(beta @ beta - (Vh @ beta).square().sum())
+    return bias, float(sigma2 * (1 / s.square()).sum())
+
+
+def simulate_ridgeless_risk(n: int, p: int, snr: float, sigma2: float = 1.0, seeds: int = 20,
+                            generator: torch.Generator | None = None) -> Tensor:
+    """R_X for ``seeds`` Gaussian designs X ∈ ℝⁿˣᵖ and β uniform on the sphere ‖β‖² = snr·σ².
+
+    Returns a (seeds, 2) tensor of (bias², variance); row sums average to Hastie's limit.
+    """
+    n, p, seeds = (check_positive_int(k, v) for k, v in (("n", n), ("p", p), ("seeds", seeds)))
+    _check_gamma_snr(p / n, snr, sigma2)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    out = torch.empty(seeds, 2, dtype=torch.float64)
+    for i in range(seeds):
+        X = torch.randn(n, p, generator=g, dtype=torch.float64)
+        beta = torch.randn(p, generator=g, dtype=torch.float64)
+        beta *= math.sqrt(snr * sigma2) / beta.norm()
+        out[i] = torch.tensor(conditional_risk(X, beta, sigma2))
+    return out
+
+
+def smallest_singular_values(n: int, ps: Sequence[int], seeds: int = 5,
+                             generator: torch.Generator | None = None) -> Tensor:
+    """Squared smallest nonzero singular value of X/√n, X ∈ ℝⁿˣᵖ Gaussian: (len(ps), seeds).
+
+    Bai & Yin 1993 (the Marchenko–Pastur edge): it tends to (1 − √γ)², γ = p/n, which
+    vanishes at the threshold γ = 1; Marchenko–Pastur alone only gives the bulk.
+    """
+    n, seeds = check_positive_int("n", n), check_positive_int("seeds", seeds)
+    ps = [check_positive_int("p", p) for p in ps]
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    out = torch.empty(len(ps), seeds, dtype=torch.float64)
+    for i, p in enumerate(ps):
+        for j in range(seeds):
+            X = torch.randn(n, p, generator=g, dtype=torch.float64) / math.sqrt(n)
+            out[i, j] = torch.linalg.svdvals(X)[-1] ** 2  # min(n, p) values, all nonzero a.s.
+    return out
+
+
+def draw_relu_weights(d: int, num_features: int,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """First-layer weights of a random ReLU feature map: a (d, p) matrix of N(0, 1/d) entries."""
+    d, num_features = check_positive_int("d", d), check_positive_int("num_features", num_features)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    return torch.randn(d, num_features, generator=g, dtype=torch.float64) / math.sqrt(d)
+
+
+def relu_features(x: Tensor, W: Tensor) -> Tensor:
+    """φ(x) = ReLU(xW)/√p: a two-layer network whose first layer is frozen at random.
+
+    The 1/√p keeps ‖φ(x)‖ of order one for every width, so one ridge λ means the same at all p.
+    """
+    x, W = _matrix("x", x), _matrix("W", W)
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    return torch.relu(x @ W) / math.sqrt(W.shape[1])
+
+
+def sine_target(x: Tensor, w: Tensor, freq: float = 1.0) -> Tensor:
+    """The teacher f*(x) = sin(freq·wᵀx/√d): smooth, single-index, not a finite ReLU sum."""
+    x = _matrix("x", x)
+    if not isinstance(w, Tensor) or w.shape != (x.shape[1],):
+        raise ValueError(f"w must have shape ({x.shape[1]},), got {getattr(w, 'shape', type(w))}")
+    return torch.sin(freq * (x @ w.double()) / math.sqrt(x.shape[1]))
+
+
+def random_features_curve(n: int, d: int, widths: Sequence[int], noise: float,
+                          lams: Sequence[float] = (), seeds: int = 10, n_test: int = 1000,
+                          n_val: int = 0, freq: float = 1.0, generator: torch.Generator | None = None
+                          ) -> dict[str, Tensor]:
+    """Test MSE of random ReLU features against the width p (Belkin et al. 2019's experiment).
+
+    For every seed: inputs x ~ N(0, I_d), targets sine_target + N(0, noise²) on the training
+    set (clean on test and validation), features of each width drawn afresh. Returns
+    ``{"min_norm": (seeds, len(widths))}``, ``"norm_sq"`` (‖β̂‖² of the min-norm fit) and,
+    if ``lams`` is given, ``"ridge"`` of shape (seeds, len(widths), len(lams)) with test
+    MSEs and, when n_val > 0, ``"ridge_val"`` with validation MSEs, so that λ is tuned on
+    data the test error never sees.
+    """
+    n, d, seeds, n_test = (check_positive_int(k, v) for k, v in
+                           (("n", n), ("d", d), ("seeds", seeds), ("n_test", n_test)))
+    widths = [check_positive_int("width", p) for p in widths]
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number ≥ 0, got {noise!r}")
+    if any(not (math.isfinite(l) and l > 0) for l in lams):
+        raise ValueError(f"every ridge λ must be positive, got {list(lams)}")
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
+        raise ValueError(f"n_val must be an int ≥ 0, got {n_val!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    mn = torch.empty(seeds, len(widths), dtype=torch.float64)
+    nsq = torch.empty_like(mn)
+    rd = torch.empty(seeds, len(widths), len(lams), dtype=torch.float64)
+    rv = torch.empty_like(rd)
+    for s in range(seeds):
+        w = torch.randn(d, generator=g, dtype=torch.float64)
+        x = torch.randn(n + n_test + n_val, d, generator=g, dtype=torch.float64)
+        f = sine_target(x, w, freq)
+        y = f[:n] + noise * torch.randn(n, generator=g, dtype=torch.float64)
+        for j, p in enumerate(widths):
+            phi = relu_features(x, draw_relu_weights(d, p, g))
+            tr, te, va = phi[:n], phi[n:n + n_test], phi[n + n_test:]
+            b0 = min_norm_lstsq(tr, y)
+            mn[s, j] = (te @ b0 - f[n:n + n_test]).square().mean()
+            nsq[s, j] = b0.square().sum()
+            for k, lam in enumerate(lams):
+                b = ridge(tr, y, lam)
+                rd[s, j, k] = (te @ b - f[n:n + n_test]).square().mean()
+                if n_val:
+                    rv[s, j, k] = (va @ b - f[n + n_test:]).square().mean()
+    out = {"min_norm": mn, "norm_sq": nsq}
+    if lams:
+        out["ridge"] = rd
+        if n_val:
+            out["ridge_val"] = rv
+    return out
+
+
+def gd_risk_path(X: Tensor, y: Tensor, beta: Tensor, steps: Sequence[int],
+                 weights: Tensor | None = None, lr: float | None = None) -> Tensor:
+    """Weighted risk Σ_j w_j (β_k − β)_j² of gradient descent from zero after k steps.
+
+    Gradient descent on f(β) = ‖y − Xβ‖²/(2n) with step α (default 1/L, L = s_1²/n) has the
+    closed form β_k = Σ_i (1 − (1 − α s_i²/n)^k) v_i u_iᵀy/s_i in the SVD X = USVᵀ, so the whole
+    path costs one SVD: the chapter's epoch-wise curves (early stopping acts like ridge).
+    ``weights`` (default ones) are the variances of the features, so that the result is the
+    prediction risk E(x₀ᵀβ_k − x₀ᵀβ)² for x₀ with independent coordinates. Weights of shape
+    (p,) give a (len(steps),) tensor; weights of shape (p, m) give (len(steps), m), one
+    column per weighting (e.g. the risk carried by each group of coordinates).
+    """
+    X = _matrix("X", X)
+    y = _targets(X, y)
+    n, p = X.shape
+    if not isinstance(beta, Tensor) or beta.shape != (p,):
+        raise ValueError(f"beta must have shape ({p},), got {getattr(beta, 'shape', type(beta))}")
+    ks = [int(k) for k in steps]
+    if any(k < 0 for k in ks):
+        raise ValueError(f"steps must be ≥ 0, got {list(steps)}")
+    w = torch.ones(p, dtype=torch.float64) if weights is None else weights.double()
+    if w.shape[0] != p or w.ndim not in (1, 2):
+        raise ValueError(f"weights must have shape ({p},) or ({p}, m), got {tuple(w.shape)}")
+    U, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    keep = s > s.max() * max(n, p) * torch.finfo(X.dtype).eps
+    U, s, Vh = U[:, keep], s[keep], Vh[keep]
+    alpha = n / s.max().item() ** 2 if lr is None else lr
+    if not (math.isfinite(alpha) and 0 < alpha < 2 * n / s.max().item() ** 2):
+        raise ValueError(f"lr must lie in (0, 2/L) with L = {s.max().item() ** 2 / n:.4g}, "
+                         f"got {lr!r}")
+    coef = (U.T @ y) / s
+    contraction = 1 - alpha * s.square() / n
+    k = torch.tensor(ks, dtype=torch.float64)[:, None]
+    path = (1 - contraction[None, :] ** k) * coef[None, :] @ Vh  # (len(steps), p)
+    err2 = (path - beta.double()[None, :]).square()
+    return err2 @ w
+
+
+def two_scale_regression(n: int, p_fast: int, p_slow: int, scale_slow: float,
+                         r_fast: float, r_slow: float, sigma: float,
+                         generator: torch.Generator | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Linear regression with two groups of features of very different scales.
+
+    Features are independent, N(0, 1) for the first p_fast coordinates and N(0, scale_slow²)
+    for the other p_slow; β has ‖β_fast‖ = r_fast and scale_slow·‖β_slow‖ = r_slow, so both
+    groups carry signal r² in prediction units. Gradient descent learns the fast group first
+    and the slow one about 1/scale_slow² times later: two bias–variance U-curves shifted in
+    time, whose sum is an epoch-wise double descent (Heckel & Yilmaz 2021, arXiv 2007.10099).
+    Returns (X, y, beta, feature variances).
+    """
+    n, p_fast, p_slow = (check_positive_int(k, v) for k, v in
+                         (("n", n), ("p_fast", p_fast), ("p_slow", p_slow)))
+    for name, v in (("scale_slow", scale_slow), ("r_fast", r_fast), ("r_slow", r_slow)):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number ≥ 0, got {sigma!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    p = p_fast + p_slow
+    scale = torch.cat([torch.ones(p_fast), torch.full((p_slow,), float(scale_slow))]).double()
+    X = torch.randn(n, p, generator=g, dtype=torch.float64) * scale
+    b_fast = torch.randn(p_fast, generator=g, dtype=torch.float64)
+    b_slow = torch.randn(p_slow, generator=g, dtype=torch.float64)
+    beta = torch.cat([b_fast * r_fast / b_fast.norm(),
+                      b_slow * (r_slow / scale_slow) / b_slow.norm()])
+    y = X @ beta + sigma * torch.randn(n, generator=g, dtype=torch.float64)
+    return X, y, beta, scale.square()

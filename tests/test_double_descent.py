@@ -1,0 +1,140 @@
+"""Tests for nntrain.double_descent (chapter 10, «Двойной спуск»)."""
+
+import math
+
+import pytest
+import torch
+
+from nntrain import double_descent as dd
+
+
+@pytest.mark.parametrize("gamma,snr", [(0.5, 1.0), (0.8, 4.0), (2.0, 1.0), (3.0, 5.0)])
+def test_hastie_formula_matches_large_simulation(gamma, snr):
+    n = 400
+    sims = dd.simulate_ridgeless_risk(n, int(gamma * n), snr, sigma2=0.5, seeds=8,
+                                      generator=torch.Generator().manual_seed(1))
+    theory = dd.ridgeless_risk(gamma, snr, sigma2=0.5)
+    assert sims.sum(1).mean().item() == pytest.approx(theory, rel=0.05)
+
+
+def test_hastie_formula_closed_values():
+    assert dd.ridgeless_risk(0.5, 3.0) == pytest.approx(1.0)
+    assert dd.ridgeless_risk(2.0, 1.0, sigma2=2.0) == pytest.approx(2.0 * 0.5 + 2.0)
+    assert dd.ridgeless_risk(1.0, 1.0) == math.inf
+
+
+def test_finite_n_risk_matches_simulation_and_limit():
+    n, p = 60, 20
+    sims = dd.simulate_ridgeless_risk(n, p, 1.0, seeds=400,
+                                      generator=torch.Generator().manual_seed(2))
+    assert sims[:, 0].abs().max() < 1e-10  # no bias below the threshold
+    assert sims[:, 1].mean().item() == pytest.approx(dd.finite_n_risk(n, p), rel=0.05)
+    assert dd.finite_n_risk(10**6, 5 * 10**5) == pytest.approx(dd.ridgeless_risk(0.5, 1.0),
+                                                              rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(30, 10), (10, 30), (20, 20)])
+def test_min_norm_is_pinv_and_ridge_limit(shape):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(*shape, generator=g, dtype=torch.float64)
+    y = torch.randn(shape[0], generator=g, dtype=torch.float64)
+    b = dd.min_norm_lstsq(X, y)
+    assert torch.allclose(b, torch.linalg.pinv(X) @ y)
+    assert torch.allclose(dd.ridge(X, y, 1e-11), b, atol=1e-5)
+    lstsq = torch.linalg.lstsq(X, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    assert torch.allclose(b, lstsq, atol=1e-8)
+    if shape[1] > shape[0]:
+        assert torch.allclose(X @ b, y, atol=1e-8)  # interpolates
+
+
+def test_ridge_branches_agree():
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(15, 25, generator=g, dtype=torch.float64)
+    y = torch.randn(15, generator=g, dtype=torch.float64)
+    lam = 0.3
+    primal = torch.linalg.solve(X.T @ X + 15 * lam * torch.eye(25, dtype=X.dtype), X.T @ y)
+    assert torch.allclose(dd.ridge(X, y, lam), primal)
+
+
+def test_smallest_singular_value_near_marchenko_pastur_edge():
+    vals = dd.smallest_singular_values(400, [100, 400, 1600], seeds=3)
+    assert vals[0].mean().item() == pytest.approx((1 - 0.5) ** 2, rel=0.15)
+    assert vals[2].mean().item() == pytest.approx((1 - 2) ** 2, rel=0.15)
+    assert vals[1].max().item() < 0.01
+
+
+def test_random_features_peak_at_interpolation_threshold():
+    out = dd.random_features_curve(40, 5, [10, 40, 400], noise=0.1, lams=[1e-2], seeds=4,
+                                   n_test=200, n_val=50)
+    med = out["min_norm"].median(0).values
+    assert med[1] > 5 * med[0] and med[1] > 5 * med[2]
+    assert out["norm_sq"][:, 1].median() > out["norm_sq"][:, 2].median()
+    assert out["ridge"].shape == (4, 3, 1) and out["ridge_val"].shape == (4, 3, 1)
+    assert out["ridge"][:, 1, 0].median() < med[1]
+
+
+def test_relu_features_shape_and_scale():
+    W = dd.draw_relu_weights(3, 7)
+    phi = dd.relu_features(torch.ones(4, 3), W)
+    assert phi.shape == (4, 7) and (phi >= 0).all()
+
+
+def test_bad_input():
+    X = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="gamma"):
+        dd.ridgeless_risk(0.0, 1.0)
+    with pytest.raises(ValueError, match="snr"):
+        dd.ridgeless_risk(0.5, -1.0)
+    with pytest.raises(ValueError, match="n > p"):
+        dd.finite_n_risk(10, 9)
+    with pytest.raises(ValueError, match="lam"):
+        dd.ridge(X, torch.randn(5), 0.0)
+    with pytest.raises(ValueError, match="y must"):
+        dd.min_norm_lstsq(X, torch.randn(4))
+    with pytest.raises(ValueError, match="2-D"):
+        dd.min_norm_lstsq(torch.randn(5), torch.randn(5))
+    with pytest.raises(ValueError, match="beta"):
+        dd.conditional_risk(X, torch.randn(4), 1.0)
+    with pytest.raises(ValueError, match="columns"):
+        dd.relu_features(torch.randn(4, 2), dd.draw_relu_weights(3, 5))
+    with pytest.raises(ValueError, match="noise"):
+        dd.random_features_curve(10, 2, [5], noise=-1.0)
+    with pytest.raises(ValueError, match="positive int"):
+        dd.random_features_curve(10, 2, [0], noise=0.1)
+    with pytest.raises(ValueError, match="n_val"):
+        dd.random_features_curve(10, 2, [5], noise=0.1, n_val=1.5)
+
+
+def test_gd_risk_path_matches_explicit_gradient_descent():
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(20, 30, generator=g, dtype=torch.float64)
+    y = torch.randn(20, generator=g, dtype=torch.float64)
+    beta = torch.randn(30, generator=g, dtype=torch.float64)
+    w = torch.rand(30, generator=g, dtype=torch.float64)
+    lr = 0.5 * 20 / torch.linalg.svdvals(X)[0].item() ** 2
+    b = torch.zeros(30, dtype=torch.float64)
+    expected = []
+    for k in range(6):
+        expected.append(((b - beta).square() * w).sum())
+        b = b - lr * X.T @ (X @ b - y) / 20
+    path = dd.gd_risk_path(X, y, beta, range(6), weights=w, lr=lr)
+    assert torch.allclose(path, torch.stack(expected))
+    # the limit is the min-norm solution; a (p, 2) weight stack splits the risk
+    far = dd.gd_risk_path(X, y, beta, [10**9])
+    assert far.item() == pytest.approx((dd.min_norm_lstsq(X, y) - beta).square().sum().item())
+    halves = torch.zeros(30, 2, dtype=torch.float64)
+    halves[:15, 0] = halves[15:, 1] = 1.0
+    split = dd.gd_risk_path(X, y, beta, [0, 3, 50], weights=halves)
+    assert split.shape == (3, 2)
+    assert torch.allclose(split.sum(1), dd.gd_risk_path(X, y, beta, [0, 3, 50]))
+
+
+def test_two_scale_regression_shapes_and_signal():
+    X, y, beta, var = dd.two_scale_regression(50, 8, 4, 0.1, 1.0, 2.0, 0.5)
+    assert X.shape == (50, 12) and y.shape == (50,) and var.shape == (12,)
+    assert (var * beta.square())[:8].sum().item() == pytest.approx(1.0)
+    assert (var * beta.square())[8:].sum().item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="scale_slow"):
+        dd.two_scale_regression(50, 8, 4, 0.0, 1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="lr"):
+        dd.gd_risk_path(X, y, beta, [1], lr=10.0)
