@@ -70,3 +70,16 @@ def test_count_refuses_non_integers():
                                                  (-2.5e-12, 2, "-2.50·10⁻¹²"), (1.0, 0, "1·10⁰")])
 def test_sci_writes_powers_of_ten(x, digits, expected):
     assert book.sci(x, digits) == expected
+
+
+def test_numpy_and_torch_scalars_are_glued_as_python_numbers(shown):
+    import numpy as np
+    import torch
+
+    from nntrain import book
+
+    for value, text in [(np.float64(0.25), "0.25"), (np.int64(7), "7"), (torch.tensor(1.5), "1.5"), (np.bool_(True), "True")]:
+        shown.clear()
+        book.glue("x", value)
+        ((bundle, _),) = shown
+        assert bundle["application/papermill.record/text/plain"] == text

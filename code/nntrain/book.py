@@ -29,6 +29,16 @@ def _bundle(value: Any) -> tuple[dict, dict]:
     return format_display_data(value)
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy or 0-d torch scalar as the Python number it holds: NumPy 2 prints ``np.float64(0.5)``,
+    which myst-nb cannot format with ``:.3f``."""
+    item = getattr(value, "item", None)
+    shape = getattr(value, "shape", None)
+    if callable(item) and shape == () and type(value).__module__ in {"numpy", "torch"}:
+        return item()
+    return value
+
+
 def glue(name: str, value: Any, display: bool = False) -> Any:
     """Store ``value`` under ``name`` for ``{glue:text}`name``` in the prose; return ``value``.
 
@@ -39,6 +49,7 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
 
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"a glue name is letters, digits, '_' and '-', got {name!r}")
+    value = _plain(value)
     bundle, metadata = _bundle(value)
     prefix = "" if display else HIDDEN_PREFIX
     metadata = {**metadata, "scrapbook": {"name": name, "mime_prefix": prefix}}
