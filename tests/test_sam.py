@@ -19,6 +19,16 @@ def _loss(model, x, y):
     return nn.functional.cross_entropy(model(x), y)
 
 
+def _closure(opt, model, x, y):
+    """The closure SAM's ``step`` calls twice: zero the gradients, evaluate, backpropagate."""
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model, x, y)
+        loss.backward()
+        return loss
+    return closure
+
+
 def test_first_step_is_rho_g_over_norm():
     model, x, y = _setup()
     w0 = [p.detach().clone() for p in model.parameters()]
@@ -45,14 +55,7 @@ def test_two_steps_equal_hand_written_sam():
     g2 = torch.autograd.grad(_loss(ref_model, x, y), params)
     expected = [a - 0.1 * b for a, b in zip(ref, g2)]
     opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
-
-    def closure():
-        opt.zero_grad()
-        loss = _loss(model, x, y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    opt.step(_closure(opt, model, x, y))
     for p, e in zip(model.parameters(), expected):
         torch.testing.assert_close(p.detach(), e)
     assert opt.grad_evaluations == 2
@@ -70,12 +73,7 @@ def test_manual_api_equals_closure_api_with_adam():
                 _loss(model, x, y).backward()
                 opt.second_step(zero_grad=True)
             else:
-                def closure():
-                    opt.zero_grad()
-                    loss = _loss(model, x, y)
-                    loss.backward()
-                    return loss
-                opt.step(closure)
+                opt.step(_closure(opt, model, x, y))
         results.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     torch.testing.assert_close(results[0], results[1])
 
