@@ -29,7 +29,7 @@ from torch import nn
 
 from .optim import AdamW, Muon, split_muon_params
 
-__all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "warmup_cosine", "make_optimizer", "train", "sweep",
+__all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "warmup_cosine", "make_optimizer", "train_steps", "train", "sweep",
            "tune_and_report", "sensitivity", "t_quantile", "t_interval", "summarize", "best_setting", "at_edge", "paired_gap",
            "char_splits", "lm_loss", "classification_metrics", "value", "table_lines", "plot_lr_curve",
            "plot_training_curve", "plot_study"]
@@ -113,6 +113,24 @@ def make_optimizer(kind: str, model: nn.Module, lr: float, weight_decay: float =
     raise ValueError(f"unknown optimizer {kind!r}; expected one of {KINDS}")
 
 
+def train_steps(opt: torch.optim.Optimizer, sched, steps: int,
+                loss_fn: Callable[[], torch.Tensor]) -> tuple[np.ndarray, float]:
+    """``steps`` optimizer steps on the loss of ``loss_fn()`` (a fresh mini-batch each call), with the
+    scheduler stepped after each; returns the training losses and the wall-clock seconds.
+
+    The one training loop of the optimizer comparisons (chapters 4 and 8)."""
+    losses = np.empty(steps)
+    start = time.perf_counter()
+    for k in range(steps):
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses[k] = loss.item()
+    return losses, time.perf_counter() - start
+
+
 def train(task: Task, kind: str, lr: float, seed: int, weight_decay: float = 0.0, schedule: str = "cosine",
           warmup: float = 0.1, **opt_kw) -> Run:
     """Train ``task.build_model()`` for ``task.steps`` iterations and evaluate it on held-out data.
@@ -132,17 +150,8 @@ def train(task: Task, kind: str, lr: float, seed: int, weight_decay: float = 0.0
         factor = lambda k: 1.0  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     gen = torch.Generator().manual_seed(1000 + seed)
-    losses = np.empty(task.steps)
-    start = time.perf_counter()
     model.train()
-    for k in range(task.steps):
-        loss = task.loss(model, *task.batch(gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses[k] = loss.item()
-    seconds = time.perf_counter() - start
+    losses, seconds = train_steps(opt, sched, task.steps, lambda: task.loss(model, *task.batch(gen)))
     model.eval()
     with torch.no_grad():
         metrics = {k: float(v) for k, v in task.evaluate(model).items()}

@@ -37,6 +37,7 @@ from ._checks import check_choice, check_positive_int
 from .models import GPT, GPTConfig
 from .optim.adafactor import Adafactor
 from .optim.adam8bit import Adam8bit
+from .compare import train_steps
 from .quant import dequantize_blockwise, dynamic_code, quantize_blockwise
 
 __all__ = ["CODE_BOOK_BYTES", "KINDS", "adafactor_state_bytes", "adam8bit_state_bytes", "bnb_available", "make_optimizer", "MarkovTokens",
@@ -149,17 +150,12 @@ def train_lm(kind: str, lr: float, seed: int, data: MarkovTokens, cfg: GPTConfig
     opt = make_optimizer(kind, model.parameters(), lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(warmup, 1)))
     gen = torch.Generator().manual_seed(1000 + seed)
-    losses = np.empty(steps)
-    start = time.perf_counter()
-    for k in range(steps):
+
+    def loss_fn() -> Tensor:
         xy = data.sample(batch, cfg.block_size, gen).to(device)
-        _, loss = model(xy[:, :-1], xy[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses[k] = loss.item()
-    seconds = time.perf_counter() - start
+        return model(xy[:, :-1], xy[:, 1:])[1]
+
+    losses, seconds = train_steps(opt, sched, steps, loss_fn)
     vgen = torch.Generator().manual_seed(10 ** 6)
     with torch.no_grad():
         val = [model(xy[:, :-1], xy[:, 1:])[1].item() for xy in
