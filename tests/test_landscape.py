@@ -161,3 +161,51 @@ def test_gibbs_share_of_a_symmetric_double_well_is_half_and_laplace_limit():
     assert ls.gibbs_share(quad, 0.01, -3.0, 3.0) == pytest.approx(0.8, abs=0.01)
     with pytest.raises(ValueError, match="temperature"):
         ls.gibbs_share(double, 0.0)
+
+
+@pytest.mark.parametrize("skip,batchnorm", [(True, True), (False, True), (True, False)])
+def test_small_cnn_shapes_and_loop_equals_vmap(skip, batchnorm):
+    torch.manual_seed(0)
+    m = ls.SmallCNN(width=4, depth=2, skip=skip, batchnorm=batchnorm).eval()
+    x, y = torch.rand(12, 64), torch.randint(0, 10, (12,))
+    assert m(x).shape == (12, 10)
+    assert torch.equal(m(x), m(x.reshape(12, 1, 8, 8)))
+    has_bn = any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    assert has_bn == batchnorm
+    c = ls.flat_params(m)
+    g = torch.Generator().manual_seed(0)
+    d1, d2 = ls.random_direction(m, g), ls.random_direction(m, g)
+    tt = torch.linspace(-1, 1, 4)
+    zv = ls.plane_losses(m, F.cross_entropy, x, y, c, d1, d2, tt, tt, chunk=5)
+    zl = ls.plane_losses(m, F.cross_entropy, x, y, c, d1, d2, tt, tt, method="loop")
+    torch.testing.assert_close(zv, zl, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        ls.losses_at(m, F.cross_entropy, x, y, c[None], method="scan")
+
+
+def test_small_cnn_skip_changes_the_block():
+    torch.manual_seed(0)
+    a = ls.SmallCNN(4, 1, skip=True, batchnorm=False)
+    b = ls.SmallCNN(4, 1, skip=False, batchnorm=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(3, 64)
+    h = torch.relu(a.stem(x.reshape(3, 1, 8, 8)))
+    z = a.convs[0](h)
+    torch.testing.assert_close(a(x), a.head(torch.relu(h + z).mean(dim=(2, 3))))
+    torch.testing.assert_close(b(x), b.head(torch.relu(z).mean(dim=(2, 3))))
+
+
+def test_plane_summary_counts_basin_radius_and_pits():
+    t = torch.linspace(-1, 1, 5)
+    b, a = torch.meshgrid(t, t, indexing="ij")
+    bowl = a ** 2 + b ** 2
+    s = ls.plane_summary(bowl, t, t, threshold=0.3)
+    assert s["share"] == pytest.approx(5 / 25)          # centre and its 4 neighbours at 0.25
+    assert s["radius"] == pytest.approx(0.5 * 2 ** 0.5)
+    assert s["local_minima"] == 1
+    pits = bowl.clone()
+    pits[0, 0] = -1.0
+    assert ls.plane_summary(pits, t, t)["local_minima"] == 2
+    assert ls.plane_summary(bowl, t, t, threshold=10.0)["radius"] == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        ls.plane_summary(bowl[:4], t, t)

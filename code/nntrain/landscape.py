@@ -13,8 +13,9 @@ between two trained networks. This module holds what those pictures need:
 * linear interpolation (Goodfellow et al., arXiv 1412.6544) and the quadratic Bézier curve of Garipov
   et al. (arXiv 1802.10026) with its training, and the barrier height of a path;
 * the 1-D toy of the section's first part (a narrow deep well next to a wide shallow one) and noisy
-  gradient descent on it, with the Gibbs share it is compared to; a small residual MLP with the
-  skip connection switchable.
+  gradient descent on it, with the Gibbs share it is compared to; a small residual MLP and a small
+  convolutional net for the 8×8 digits (BatchNorm and the skip connection switchable), the
+  miniature of Li et al.'s ResNet-with-and-without-shortcuts planes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ._checks import check_choice, check_positive_int
 
 __all__ = [
     "ResMLP",
+    "SmallCNN",
     "barrier_height",
     "bezier",
     "cosines_of_random_pairs",
@@ -41,6 +43,7 @@ __all__ = [
     "losses_at",
     "noisy_gd_1d",
     "plane_losses",
+    "plane_summary",
     "random_direction",
     "train_bezier",
     "two_wells",
@@ -114,27 +117,40 @@ def cosines_of_random_pairs(dim: int, pairs: int, generator: torch.Generator | N
 
 # --------------------------------------------------------------------------- batched evaluation
 
-def losses_at(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-              x: torch.Tensor, y: torch.Tensor, thetas: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """The loss of ``model`` on ``(x, y)`` at every row of ``thetas`` (shape ``(n, Ψ)``), vectorised.
+METHODS = ("vmap", "loop")
 
-    Each chunk of parameter vectors goes through ``torch.func.functional_call`` under ``torch.vmap``,
-    so a grid of hundreds of points costs a few large matrix products instead of hundreds of small
-    ones. The model's buffers are shared; call ``model.eval()`` first if it has BatchNorm.
+
+def losses_at(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              x: torch.Tensor, y: torch.Tensor, thetas: torch.Tensor, chunk: int = 64,
+              method: str = "vmap") -> torch.Tensor:
+    """The loss of ``model`` on ``(x, y)`` at every row of ``thetas`` (shape ``(n, Ψ)``).
+
+    ``method="vmap"``: each chunk of parameter vectors goes through ``torch.func.functional_call``
+    under ``torch.vmap``, so a grid of hundreds of points costs a few large matrix products instead
+    of hundreds of small ones (the fast way for MLPs, and for anything on a GPU).
+    ``method="loop"``: one ``functional_call`` per point, no autograd graph. On a CPU this is the
+    faster way for convolutions: vmap turns a batch of convolution weights into one grouped
+    convolution, which CPU kernels run slowly (``scripts/bench_landscape.py`` measures both).
+    The model's buffers are shared; call ``model.eval()`` first if it has BatchNorm.
     """
     if thetas.dim() != 2 or thetas.shape[0] == 0:
         raise ValueError(f"thetas must have shape (n, Ψ) with n >= 1, got {tuple(thetas.shape)}")
     check_positive_int("chunk", chunk)
+    check_choice("method", method, METHODS)
     buffers = dict(model.named_buffers())
 
     def one(params: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, buffers), (x,)), y)
 
-    batched = torch.vmap(one)
     out = []
     with torch.no_grad():
-        for start in range(0, thetas.shape[0], chunk):
-            out.append(batched(unflatten(model, thetas[start:start + chunk])))
+        if method == "loop":
+            for theta in thetas:
+                out.append(one(unflatten(model, theta)).reshape(1))
+        else:
+            batched = torch.vmap(one)
+            for start in range(0, thetas.shape[0], chunk):
+                out.append(batched(unflatten(model, thetas[start:start + chunk])))
     return torch.cat(out)
 
 
@@ -146,14 +162,15 @@ def _check_coords(name: str, t: torch.Tensor) -> torch.Tensor:
 
 
 def line_losses(model: nn.Module, loss_fn, x, y, center: torch.Tensor, direction: torch.Tensor,
-                ts: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+                ts: torch.Tensor, chunk: int = 64, method: str = "vmap") -> torch.Tensor:
     """``L(center + t d)`` for every ``t`` in ``ts``."""
     ts = _check_coords("ts", ts).to(center)
-    return losses_at(model, loss_fn, x, y, center + ts[:, None] * direction, chunk)
+    return losses_at(model, loss_fn, x, y, center + ts[:, None] * direction, chunk, method)
 
 
 def plane_losses(model: nn.Module, loss_fn, x, y, center: torch.Tensor, d1: torch.Tensor,
-                 d2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+                 d2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor, chunk: int = 64,
+                 method: str = "vmap") -> torch.Tensor:
     """``L(center + t1 d1 + t2 d2)`` on the grid ``t1 × t2``: a tensor of shape ``(len(t2), len(t1))``.
 
     Rows follow ``t2`` and columns ``t1``, as ``plt.contour(t1, t2, Z)`` expects.
@@ -162,7 +179,7 @@ def plane_losses(model: nn.Module, loss_fn, x, y, center: torch.Tensor, d1: torc
     t2 = _check_coords("t2", t2).to(center)
     a, b = torch.meshgrid(t2, t1, indexing="ij")
     thetas = center + b.reshape(-1, 1) * d1 + a.reshape(-1, 1) * d2
-    return losses_at(model, loss_fn, x, y, thetas, chunk).reshape(len(t2), len(t1))
+    return losses_at(model, loss_fn, x, y, thetas, chunk, method).reshape(len(t2), len(t1))
 
 
 # --------------------------------------------------------------------------- paths between solutions
@@ -317,3 +334,71 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
         opt.step()
         history.append(loss.item())
     return history
+
+
+# --------------------------------------------------------------------------- a small CNN for 8×8 digits
+
+class SmallCNN(nn.Module):
+    """A stem convolution and ``depth`` 3×3 blocks of ``width`` channels on 1×8×8 images, then
+    global average pooling and a linear layer.
+
+    A block is ``h ← relu(h + bn(conv(h)))`` with ``skip=True`` (the ResNet form) and
+    ``h ← relu(bn(conv(h)))`` without; ``batchnorm=False`` drops the BatchNorm layers. Flat inputs of
+    64 pixels (``nntrain.data`` digits) are reshaped. This is the chapter's stand-in for Li et al.'s
+    ResNet-56 with and without shortcuts: small enough that a 41×41 plane takes tens of seconds
+    on a CPU (``scripts/bench_landscape.py``).
+    """
+
+    def __init__(self, width: int = 8, depth: int = 2, n_out: int = 10, skip: bool = True,
+                 batchnorm: bool = True, side: int = 8):
+        super().__init__()
+        for name, v in [("width", width), ("depth", depth), ("n_out", n_out), ("side", side)]:
+            check_positive_int(name, v)
+        self.skip, self.side = skip, side
+
+        def norm() -> nn.Module:
+            return nn.BatchNorm2d(width) if batchnorm else nn.Identity()
+
+        self.stem = nn.Conv2d(1, width, 3, padding=1, bias=not batchnorm)
+        self.stem_norm = norm()
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1, bias=not batchnorm)
+                                   for _ in range(depth))
+        self.norms = nn.ModuleList(norm() for _ in range(depth))
+        self.head = nn.Linear(width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.reshape(-1, 1, self.side, self.side)
+        h = torch.relu(self.stem_norm(self.stem(x)))
+        for conv, norm in zip(self.convs, self.norms):
+            z = norm(conv(h))
+            h = torch.relu(h + z) if self.skip else torch.relu(z)
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def plane_summary(z: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
+                  threshold: float = 1.0) -> dict[str, float]:
+    """Numbers that describe a plane of losses (from :func:`plane_losses`) beyond the picture.
+
+    ``share``: the fraction of the grid's points with loss below ``threshold`` (how much of the
+    drawn square the basin covers); ``radius``: the distance, in the plane's coordinates (units of
+    the filter norms), from the centre to the nearest grid point at or above ``threshold`` (inf
+    when there is none; known only to the grid step); ``local_minima``: the number of grid points
+    lower than all their neighbours, 8 inside and fewer on the border (a count of the small pits
+    that make a surface look chaotic).
+    """
+    t1, t2 = _check_coords("t1", t1), _check_coords("t2", t2)
+    if z.shape != (len(t2), len(t1)):
+        raise ValueError(f"z must have shape (len(t2), len(t1)) = {(len(t2), len(t1))}, "
+                         f"got {tuple(z.shape)}")
+    z = z.detach().double().cpu()
+    b, a = torch.meshgrid(t2.double().cpu(), t1.double().cpu(), indexing="ij")
+    dist = (a ** 2 + b ** 2).sqrt()
+    high = z >= threshold
+    radius = float(dist[high].min()) if high.any() else float("inf")
+    pad = torch.nn.functional.pad(z[None, None], (1, 1, 1, 1), value=float("inf"))[0, 0]
+    neighbours = torch.stack([pad[1 + i:1 + i + z.shape[0], 1 + j:1 + j + z.shape[1]]
+                              for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)])
+    minima = int((z[None] < neighbours).all(dim=0).sum())
+    return {"share": float((z < threshold).double().mean()), "radius": radius,
+            "local_minima": minima}
