@@ -138,3 +138,27 @@ def test_two_scale_regression_shapes_and_signal():
         dd.two_scale_regression(50, 8, 4, 0.0, 1.0, 1.0, 0.5)
     with pytest.raises(ValueError, match="lr"):
         dd.gd_risk_path(X, y, beta, [1], lr=10.0)
+
+
+def test_ridge_conditional_risk_against_monte_carlo():
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(15, 25, generator=g, dtype=torch.float64)
+    beta = torch.randn(25, generator=g, dtype=torch.float64)
+    sigma2, lam = 0.3, 0.05
+    bias, var = dd.ridge_conditional_risk(X, beta, sigma2, lam)
+    # ridge is linear in y: build its matrix column by column from dd.ridge itself
+    A = torch.stack([dd.ridge(X, e, lam) for e in torch.eye(15, dtype=torch.float64)], 1)
+    Y = (X @ beta)[:, None] + math.sqrt(sigma2) * torch.randn(15, 20000, generator=g,
+                                                              dtype=torch.float64)
+    fits = (A @ Y).T
+    mean = fits.mean(0)
+    assert math.isclose(float((mean - beta).square().sum()), bias, rel_tol=0.02)
+    assert math.isclose(float((fits - mean).square().sum(1).mean()), var, rel_tol=0.03)
+    assert dd.ridge_conditional_risk(X, beta, sigma2, 0.0) == dd.conditional_risk(X, beta, sigma2)
+    near = dd.ridge_conditional_risk(X, beta, sigma2, 1e-12)
+    assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in
+               zip(near, dd.conditional_risk(X, beta, sigma2)))
+    with pytest.raises(ValueError, match="lam"):
+        dd.ridge_conditional_risk(X, beta, sigma2, -1.0)
+    with pytest.raises(ValueError, match="beta"):
+        dd.ridge_conditional_risk(X, beta[:3], sigma2, 0.1)

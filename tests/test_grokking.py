@@ -123,3 +123,87 @@ def test_weight_norm_and_train_bad_input():
         G.train(model, G.modular_split(5, 0.5), 3, weight_decay=-1.0)
     with pytest.raises(ValueError, match="init_scale"):
         G.QuadraticMLP(5, 4, init_scale=0.0)
+
+
+def test_transformer_shapes_and_bad_input():
+    gen = torch.Generator().manual_seed(0)
+    for mlp in (True, False):
+        net = G.OneLayerTransformer(11, 16, heads=4, mlp=mlp, generator=gen)
+        x, _ = G.modular_table(11)
+        assert net(x).shape == (121, 11)
+        assert net.residue_embedding().shape == (11, 16)
+    assert not hasattr(G.OneLayerTransformer(11, 16, mlp=False), "w_in")
+    with pytest.raises(ValueError, match="divisible"):
+        G.OneLayerTransformer(11, 18, heads=4)
+    with pytest.raises(ValueError, match="modulus"):
+        G.OneLayerTransformer(1, 16)
+    with pytest.raises(ValueError, match="d_model"):
+        G.OneLayerTransformer(11, 0)
+    with pytest.raises(ValueError, match="pairs"):
+        net(torch.zeros(4, 3, dtype=torch.long))
+
+
+def test_transformer_last_position_matches_full_causal_attention():
+    # the shortcut (only the last query) equals a full causal pass read at the last position
+    p, d, heads = 7, 8, 2
+    net = G.OneLayerTransformer(p, d, heads=heads, generator=torch.Generator().manual_seed(1))
+    x, _ = G.modular_table(p)
+    tok = torch.cat([x, torch.full_like(x[:, :1], p)], 1)
+    resid = net.embed[tok] + net.pos
+    B, D = len(x), d // heads
+    q, k, v = (resid @ w for w in (net.w_q, net.w_k, net.w_v))
+    q, k, v = (t.view(B, 3, heads, D).transpose(1, 2) for t in (q, k, v))
+    mask = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
+    att = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(mask, float("-inf")).softmax(-1)
+    h = resid + (att @ v).transpose(1, 2).reshape(B, 3, d) @ net.w_o
+    h = h + torch.relu(h @ net.w_in + net.b_in) @ net.w_out + net.b_out
+    assert torch.allclose(net(x), h[:, -1] @ net.unembed, atol=1e-5)
+
+
+def test_transformer_learns_training_set_quickly():
+    # seeded short run: the training pairs are memorised within 150 steps
+    s = G.modular_split(17, 0.5, seed=0)
+    net = G.OneLayerTransformer(17, 32, generator=torch.Generator().manual_seed(0))
+    hist = G.train(net, s, 150, lr=3e-3, warmup=10, log_at=[0, 150])
+    assert hist.train_acc[0] < 0.2 and hist.train_acc[-1] >= 0.99
+
+
+def test_sweep_and_warmup_bad_input():
+    runs = G.grokking_sweep(11, 16, [0.5], [1.0, 2.0], [0, 1], 20, every=10)
+    assert [(r.weight_decay, r.seed) for r in runs] == [(1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
+    assert all(r.memorised is None or r.memorised <= 20 for r in runs)
+    with pytest.raises(ValueError, match="seed"):
+        G.grokking_sweep(11, 16, [0.5], [1.0], [], 20)
+    with pytest.raises(ValueError, match="warmup"):
+        G.train(G.QuadraticMLP(5, 4), G.modular_split(5, 0.5), 3, warmup=-1)
+
+
+def test_summarize_runs():
+    h = G.History()
+    runs = [G.GrokRun(0, 0.5, 1.0, 10, 100, 1.0, h), G.GrokRun(1, 0.5, 1.0, 20, 200, 1.0, h),
+            G.GrokRun(2, 0.5, 1.0, 30, None, 0.1, h), G.GrokRun(0, 0.5, 0.0, 5, None, 0.0, h)]
+    s = G.summarize_runs(runs, "weight_decay")
+    assert list(s) == [0.0, 1.0]
+    assert s[1.0]["steps"] == [100, 200] and s[1.0]["n"] == 3 and s[1.0]["mean"] == 150
+    assert math.isclose(s[1.0]["half"], 12.706 * math.sqrt(5000) / math.sqrt(2), rel_tol=1e-3)
+    assert math.isnan(s[0.0]["mean"]) and s[0.0]["mem"] == [5]
+    with pytest.raises(ValueError, match="key"):
+        G.summarize_runs(runs, "seed")
+
+
+def test_describe_setting_and_intervals_overlap():
+    h = G.History()
+    runs = [G.GrokRun(0, 0.5, 1.0, 10, 100, 1.0, h), G.GrokRun(1, 0.5, 1.0, 20, 200, 1.0, h),
+            G.GrokRun(0, 0.5, 2.0, 10, 120, 1.0, h), G.GrokRun(1, 0.5, 2.0, 20, None, 0.9, h),
+            G.GrokRun(0, 0.5, 4.0, 5, None, 0.0, h),
+            G.GrokRun(0, 0.5, 8.0, 5, 1000, 1.0, h), G.GrokRun(1, 0.5, 8.0, 5, 1002, 1.0, h)]
+    s = G.summarize_runs(runs, "weight_decay")
+    half = 12.706 * math.sqrt(5000) / math.sqrt(2)
+    assert G.describe_setting(1.0, s[1.0], "λ") == f"λ = 1: 150 ± {half:.0f} (от 100 до 200), 2 из 2"
+    assert G.describe_setting(2.0, s[2.0], "λ") == "λ = 2: 120 (1 из 2)"
+    assert G.describe_setting(4.0, s[4.0], "r") == "r = 4: нет (0 из 1)"
+    assert G.intervals_overlap(s[1.0], s[1.0]) is True
+    assert G.intervals_overlap(s[1.0], s[8.0]) is False
+    assert G.intervals_overlap(s[1.0], s[2.0]) is None  # survivors only: no verdict
+    with pytest.raises(ValueError, match="summarize_runs"):
+        G.describe_setting(1.0, {"steps": []}, "λ")

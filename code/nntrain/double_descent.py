@@ -24,6 +24,7 @@ from ._checks import check_positive_int
 
 __all__ = [
     "min_norm_lstsq", "ridge", "ridgeless_risk", "finite_n_risk", "conditional_risk",
+    "ridge_conditional_risk",
     "simulate_ridgeless_risk", "smallest_singular_values", "relu_features",
     "draw_relu_weights", "sine_target", "random_features_curve", "gd_risk_path",
     "two_scale_regression",
@@ -125,6 +126,33 @@ def conditional_risk(X: Tensor, beta: Tensor, sigma2: float) -> tuple[float, flo
     beta = beta.double()
     bias = float(beta @ beta - (Vh @ beta).square().sum())
     return bias, float(sigma2 * (1 / s.square()).sum())
+
+
+def ridge_conditional_risk(X: Tensor, beta: Tensor, sigma2: float,
+                           lam: float) -> tuple[float, float]:
+    """(bias², variance) of the ridge fit β̂_λ = (XᵀX + nλI)⁻¹Xᵀy given X, for y = Xβ + ε.
+
+    In the SVD X = USVᵀ the fit shrinks the i-th direction by s_i²/(s_i² + nλ), so
+    bias² = ‖(I − Π)β‖² + Σ (nλ/(s_i² + nλ))² (v_iᵀβ)² and variance = σ² Σ s_i²/(s_i² + nλ)².
+    λ = 0 gives :func:`conditional_risk`. Used to show that tuned ridge removes the
+    sample-wise peak (section «Больше данных может навредить»).
+    """
+    X = _matrix("X", X)
+    if not isinstance(beta, Tensor) or beta.shape != (X.shape[1],):
+        raise ValueError(f"beta must have shape ({X.shape[1]},), got "
+                         f"{getattr(beta, 'shape', type(beta))}")
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if lam == 0:
+        return conditional_risk(X, beta, sigma2)
+    n = X.shape[0]
+    _, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    beta = beta.double()
+    c = Vh @ beta
+    shrink = n * lam / (s.square() + n * lam)
+    bias = float(beta @ beta - c.square().sum() + (shrink * c).square().sum())
+    var = float(sigma2 * (s.square() / (s.square() + n * lam).square()).sum())
+    return bias, var
 
 
 def simulate_ridgeless_risk(n: int, p: int, snr: float, sigma2: float = 1.0, seeds: int = 20,
