@@ -50,6 +50,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_grade.py --assignment part1
 
 run-notebooks: $(STAMP)
 	$(BIN)/python scripts/booktools.py run chapters/*/*.ipynb

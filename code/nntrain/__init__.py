@@ -11,7 +11,9 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
   ``rates`` (update rules and convergence rates), ``stochastic`` (mini-batches, gradient noise),
   ``adaptive`` and ``decay`` (experiments of the AdaGrad/Adam and AdamW sections), ``schedules``
   (learning-rate schedules as pure functions of the step), ``playground``
-  (animations, the static and the live playground);
+  (animations, the static and the live playground), ``newton``, ``optim.lbfgs`` and ``optim.proximal``
+  (Newton, L-BFGS, ISTA/FISTA), ``optim.lars``, ``optim.lamb``, ``optim.shampoo`` and ``noise_scale``
+  (large batches, preconditioning), ``tuning`` (learning-rate grids over seeds, intervals, tests);
 * chapter 3: ``memory`` (saved tensors, bytes per parameter, the memory ledger, ``python -m nntrain.memory``);
 * chapter 4: ``optim.adafactor``, ``optim.adam8bit``, ``quant`` (block-wise quantization) and ``memopt``
   (state bytes and the chapter's experiments);
@@ -23,7 +25,11 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
   interpolation and Bézier paths), ``sharpness`` (Hessian-vector products, top eigenvalue, edge of
   stability, Dinh's rescaling), ``explr`` (Li & Arora's exponential step) and ``optim.sam``;
 * chapter 10: ``double_descent`` (min-norm least squares, Hastie et al.'s risk, random features) and
-  ``grokking`` (modular arithmetic, Fourier analysis of embeddings, Gromov's analytic network).
+  ``grokking`` (modular arithmetic, Fourier analysis of embeddings, Gromov's analytic network, the
+  one-layer transformer);
+* chapter 11: ``init`` (initialization schemes, variance recursions, Jacobian spectra at init),
+  ``imbalance`` (Zipf classes, per-group losses, sign descent) and ``speedrun`` (the record table);
+* assignments: ``grade`` (the student release and the trusted grader, ``python -m nntrain.grade``).
 """
 
 from .runtime import QUICK_ENV, device, env_info, is_quick, pick, seed_everything, setup
