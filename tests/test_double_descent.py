@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,3 +163,30 @@ def test_ridge_conditional_risk_against_monte_carlo():
         dd.ridge_conditional_risk(X, beta, sigma2, -1.0)
     with pytest.raises(ValueError, match="beta"):
         dd.ridge_conditional_risk(X, beta[:3], sigma2, 0.1)
+
+
+def test_two_scale_network_shows_fall_rise_fall():
+    ks = sorted({0, *np.unique(np.logspace(0, np.log10(20000), 30).astype(int)).tolist()})
+    out = dd.two_scale_network_curve(200, 100, 10, 0.05, 1.5, 2.0, 0.2, 64, 20000, 0.03, ks,
+                                     seeds=2, generator=torch.Generator().manual_seed(3))
+    assert out["risk"].shape == (2, len(ks)) and out["steps"].tolist() == ks
+    assert torch.allclose(out["risk"], out["fast"] + out["slow"])
+    m = out["risk"].mean(0)
+    i1, ip, i2 = dd.fall_rise_fall(m)
+    assert 0 < i1 < ip < i2
+    assert m[i1] < m[0] and m[ip] > 1.2 * m[i1] and m[i2] < 0.8 * m[i1]
+    # the rise is carried by the fast group, the second descent by learning the slow one
+    f, s = out["fast"].mean(0), out["slow"].mean(0)
+    assert f[ip] > f[i1] and s[i2] < 0.5 * s[ip]
+
+
+def test_fall_rise_fall_and_network_bad_input():
+    assert dd.fall_rise_fall(torch.tensor([3.0, 1.0, 2.0, 0.5, 0.7])) == (1, 2, 3)
+    with pytest.raises(ValueError, match="never rises"):
+        dd.fall_rise_fall(torch.tensor([3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="label_noise"):
+        dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 1.5, 4, 10, 0.1, [0, 10])
+    with pytest.raises(ValueError, match="eval_steps"):
+        dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 0.2, 4, 10, 0.1, [0, 11])
+    with pytest.raises(ValueError, match="diverged"):
+        dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 0.2, 4, 200, 50.0, [0, 200])

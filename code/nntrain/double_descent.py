@@ -6,7 +6,9 @@
   R_X = ‖(I − Π)β‖² + σ² tr((XᵀX)⁺), and its Monte Carlo average over Gaussian designs;
 * Hastie et al.'s limiting risk (Theorem 1, isotropic features) as a function of γ = p/n and
   SNR = r²/σ², and the exact finite-n risk σ²p/(n − p − 1) for n > p + 1 (Gaussian design);
-* random ReLU features (Belkin et al. 2019, arXiv 1812.11118) fitted by min-norm or ridge.
+* random ReLU features (Belkin et al. 2019, arXiv 1812.11118) fitted by min-norm or ridge;
+* epoch-wise double descent: gradient descent on linear regression with two feature scales
+  (closed form) and a trained two-layer network on the same data with random labels.
 
 Letters as in Hastie et al.: n samples, p features (number of random features in the random-
 features model), γ = p/n. Everything is float64 and driven by an explicit ``torch.Generator``.
@@ -27,7 +29,7 @@ __all__ = [
     "ridge_conditional_risk",
     "simulate_ridgeless_risk", "smallest_singular_values", "relu_features",
     "draw_relu_weights", "sine_target", "random_features_curve", "gd_risk_path",
-    "two_scale_regression",
+    "two_scale_regression", "two_scale_network_curve", "fall_rise_fall",
 ]
 
 
@@ -337,3 +339,93 @@ def two_scale_regression(n: int, p_fast: int, p_slow: int, scale_slow: float,
                       b_slow * (r_slow / scale_slow) / b_slow.norm()])
     y = X @ beta + sigma * torch.randn(n, generator=g, dtype=torch.float64)
     return X, y, beta, scale.square()
+
+
+def two_scale_network_curve(n: int, p_fast: int, p_slow: int, scale_slow: float,
+                            r_fast: float, r_slow: float, label_noise: float, width: int,
+                            steps: int, lr: float, eval_steps: Sequence[int], seeds: int = 8,
+                            generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Train a two-layer linear network f(x) = xᵀWa by full-batch GD on two-scale data.
+
+    The data are those of :func:`two_scale_regression` without additive noise; instead, as
+    Nakkiran et al. 2020 (arXiv 1912.02292) corrupt labels, each training target is replaced
+    with probability ``label_noise`` by an independent draw from the target's distribution
+    N(0, r_fast² + r_slow²). Loss ‖y − XWa‖²/(2n), W ∈ ℝᵖˣʷ with N(0, 1/p) and a with
+    N(0, 1/w) entries, one step per epoch (full batch). The network computes a linear function
+    β = Wa, so the prediction risk on a fresh clean point is exactly Σ_j Var(x_j)(β − β*)_j²
+    — no test sample is needed and it splits into the parts carried by the fast and the slow
+    group. Chapter 10, «Двойной спуск», section on epoch-wise double descent.
+    Returns tensors of shape (seeds, len(eval_steps)): "risk", "fast", "slow" and "train"
+    (training MSE on the corrupted targets), and "steps".
+    """
+    n, p_fast, p_slow, width, steps, seeds = (
+        check_positive_int(k, v) for k, v in (("n", n), ("p_fast", p_fast),
+                                              ("p_slow", p_slow), ("width", width),
+                                              ("steps", steps), ("seeds", seeds)))
+    if not (isinstance(label_noise, (int, float)) and 0 <= label_noise <= 1):
+        raise ValueError(f"label_noise must be a probability in [0, 1], got {label_noise!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    ks = sorted({int(k) for k in eval_steps})
+    if not ks or ks[0] < 0 or ks[-1] > steps:
+        raise ValueError(f"eval_steps must be non-empty integers in [0, {steps}], "
+                         f"got {list(eval_steps)}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    p = p_fast + p_slow
+    Xs, ys, betas, W, a = [], [], [], [], []
+    for _ in range(seeds):
+        X, y, beta, var = two_scale_regression(n, p_fast, p_slow, scale_slow, r_fast, r_slow,
+                                               0.0, generator=g)
+        corrupt = torch.rand(n, generator=g, dtype=torch.float64) < label_noise
+        fresh = math.hypot(r_fast, r_slow) * torch.randn(n, generator=g, dtype=torch.float64)
+        Xs.append(X)
+        ys.append(torch.where(corrupt, fresh, y))
+        betas.append(beta)
+        W.append(torch.randn(p, width, generator=g, dtype=torch.float64) / math.sqrt(p))
+        a.append(torch.randn(width, 1, generator=g, dtype=torch.float64) / math.sqrt(width))
+    X, y, beta = torch.stack(Xs), torch.stack(ys)[..., None], torch.stack(betas)
+    W, a = torch.stack(W), torch.stack(a)
+    groups = torch.zeros(p, 2, dtype=torch.float64)
+    groups[:p_fast, 0], groups[p_fast:, 1] = var[:p_fast], var[p_fast:]
+    Xt = X.transpose(1, 2)
+    rec: dict[str, list[Tensor]] = {"fast": [], "slow": [], "train": []}
+    want = set(ks)
+    for k in range(steps + 1):
+        if k in want:
+            err2 = (torch.bmm(W, a)[..., 0] - beta).square()
+            parts = err2 @ groups
+            rec["fast"].append(parts[:, 0])
+            rec["slow"].append(parts[:, 1])
+            rec["train"].append((torch.bmm(X, torch.bmm(W, a)) - y).square().mean((1, 2)))
+        if k == steps:
+            break
+        H = torch.bmm(X, W)                      # (seeds, n, width)
+        r = (torch.bmm(H, a) - y) / n            # gradient of the loss w.r.t. the outputs
+        gW = torch.bmm(Xt, r * a.transpose(1, 2))
+        a = a - lr * torch.bmm(H.transpose(1, 2), r)
+        W = W - lr * gW
+        if not torch.isfinite(a).all():
+            raise ValueError(f"gradient descent diverged at step {k + 1}: lower lr (got {lr})")
+    out = {name: torch.stack(v, 1) for name, v in rec.items()}
+    out["risk"] = out["fast"] + out["slow"]
+    out["steps"] = torch.tensor(ks)
+    return out
+
+
+def fall_rise_fall(curve: Tensor) -> tuple[int, int, int]:
+    """Indices (first local minimum, highest point after it, lowest point after that).
+
+    The curve has the epoch-wise double-descent shape when curve[i_peak] > curve[i_min1] and
+    curve[i_min2] < curve[i_peak]; a curve that only falls raises ValueError.
+    """
+    if not isinstance(curve, Tensor) or curve.ndim != 1 or curve.numel() < 3:
+        raise ValueError(f"curve must be a 1-D tensor with ≥ 3 points, got "
+                         f"{getattr(curve, 'shape', type(curve))}")
+    c = curve.double()
+    rises = torch.nonzero(c[1:] > c[:-1]).flatten()
+    if rises.numel() == 0:
+        raise ValueError("the curve never rises: no first minimum")
+    i_min1 = int(rises[0])
+    i_peak = i_min1 + int(torch.argmax(c[i_min1:]))
+    i_min2 = i_peak + int(torch.argmin(c[i_peak:]))
+    return i_min1, i_peak, i_min2
