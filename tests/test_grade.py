@@ -32,6 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 ISOLATED = namespaces_available()
 
 
+def _tmp_hide() -> list[str]:
+    """Hide /tmp from the student unless Python or this clone lives under it (a clone in /tmp)."""
+    tmp = Path("/tmp").resolve()
+    needed = [Path(sys.prefix).resolve(), REPO]
+    return [] if any(tmp == p or tmp in p.parents for p in needed) else ["/tmp"]
+
+
+TMP_HIDE = _tmp_hide()
+
+
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory) -> Path:
     root = toy.write_master(tmp_path_factory.mktemp("assignments"))
@@ -161,7 +171,7 @@ except OSError as e:
     report['write'] = type(e).__name__
 report['pids'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
 """
-    hide = [str(toy_root), str(secret_dir), str(REPO / ".git"), str(REPO / "tests"), "/tmp"]
+    hide = [str(toy_root), str(secret_dir), str(REPO / ".git"), str(REPO / "tests")] + TMP_HIDE
     with Sandbox(Limits(timeout_s=20, call_timeout_s=5), hide) as box:
         assert box.run_cells([(1, probe)]).status == "ok"
         report = wire.decode(box.request("get", "report")["value"])
@@ -294,7 +304,7 @@ for i in range(2000):
     except OSError:
         break
 """
-    with Sandbox(Limits(timeout_s=30, call_timeout_s=5), ["/tmp"]) as box:
+    with Sandbox(Limits(timeout_s=30, call_timeout_s=5), TMP_HIDE) as box:
         assert box.run_cells([(1, bomb)]).status == "ok"
         kids = wire.decode(box.request("get", "kids")["value"])
         group, folder = box.cgroup, box.dir
@@ -341,7 +351,7 @@ def test_late_reply_after_a_case_timeout_is_not_forgery_and_tests_have_a_total_b
     def case(slow):
         assert slow(2) == 2
 
-    with Sandbox(Limits(timeout_s=20, call_timeout_s=5), ["/tmp"]) as box:
+    with Sandbox(Limits(timeout_s=20, call_timeout_s=5), TMP_HIDE) as box:
         assert box.run_cells([(1, cell)]).status == "ok"
         outcome = Outcome()
         assert not run_case(_case("first", case), box, outcome, 0.5)  # its alarm fires
@@ -400,7 +410,7 @@ for path in PATHS:
     mask = mask_paths([GRADER_REPO], _needed())
     paths = [str(GRADER_REPO / "README.md"), str(GRADER_REPO / "chapters")]
     assert set(paths) <= set(mask) and str(GRADER_REPO / "code") not in mask
-    with Sandbox(Limits(timeout_s=20, call_timeout_s=5), ["/tmp"], mask=mask) as box:
+    with Sandbox(Limits(timeout_s=20, call_timeout_s=5), TMP_HIDE, mask=mask) as box:
         assert box.run_cells([(1, f"PATHS = {paths!r}\n" + probe)]).status == "ok"
         caps = wire.decode(box.request("get", "caps")["value"])
         seen = wire.decode(box.request("get", "seen")["value"])
