@@ -13,7 +13,7 @@ softmax classifier whose only special property is that class frequencies follow 
   prediction over a Zipf vocabulary with an embedding–unembedding (bigram) model, whose full-batch
   loss is computed from the bigram count table, so it is cheap;
 * :class:`SignDescent` — the update ``p ← p − lr·sign(g)``, Adam's limit without momentum and
-  without noise (it is not among ``nntrain.optim``);
+  without noise (defined in :mod:`nntrain.optim.sign`, re-exported here under its old name);
 * :func:`train` — one run of ``"gd"``, ``"sgd"``, ``"adam"`` or ``"sign"`` at a constant rate with
   the per-group training loss recorded; :func:`tune` — the rate of one method chosen on a log grid
   that is extended past an edge while the best lies there (as ``nntrain.tuning.lr_search`` does;
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_positive_int
+from .optim.sign import SignDescent
 
 __all__ = ["METHODS", "NAMES", "zipf_frequencies", "zipf_counts", "frequency_groups", "Problem",
            "linear_problem", "bigram_problem", "SignDescent", "make_optimizer", "Trace", "train",
@@ -274,33 +275,9 @@ def bigram_problem(vocab: int = 255, n_tokens: int = 200_000, width: int = 32, r
 # --------------------------------------------------------------------------- optimizers and runs
 
 
-class SignDescent(torch.optim.Optimizer):
-    """p ← p − lr·sign(∇L(p)): every coordinate moves by the same amount whatever the size of its
-    gradient. Adam with β₁ = β₂ = 0 and ε = 0 takes the same step on every coordinate whose gradient
-    is nonzero and whose square does not underflow; at g = 0 it computes 0/0 (NaN), while sign
-    descent leaves the coordinate alone (sign(0) = 0)."""
-
-    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        super().__init__(params, {"lr": float(lr)})
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(torch.sign(p.grad), alpha=-group["lr"])
-        return loss
-
-
 def make_optimizer(method: str, params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
     """GD and SGD are ``nntrain.optim.SGD`` without momentum (they differ in the batch), Adam is
-    ``nntrain.optim.Adam`` with β = (0.9, 0.999), sign descent is :class:`SignDescent`."""
+    ``nntrain.optim.Adam`` with β = (0.9, 0.999), sign descent is ``nntrain.optim.SignDescent``."""
     from . import optim
 
     check_choice("method", method, METHODS)

@@ -2,9 +2,10 @@
 
 Each family lives in its own module (``sgd``, ``adagrad``, ``rmsprop``, ``adam``, ``lbfgs``,
 ``proximal``, ``lars``, ``lamb``, ``shampoo`` — chapter 2, ``adafactor``, ``adam8bit`` — chapter 4,
-``muon`` — chapter 8, ``sam`` — chapter 9); ``trajectory`` turns every rule into the ``update(x, grad_fn, state)``
-protocol of ``nntrain.functions.run`` (``trajectory_rule``), ``bench`` times the wrappers against
-torch's foreach implementation, ``_common`` holds the shared checks and the wrapper base class.
+``muon`` — chapter 8, ``sam`` — chapter 9, ``sign`` — chapter 11); ``trajectory`` turns every rule
+into the ``update(x, grad_fn, state)`` protocol of ``nntrain.functions.run`` (``trajectory_rule``),
+``bench`` times the wrappers against torch's foreach implementation, ``_common`` holds the shared
+checks and the wrapper base class.
 This package re-exports their public names.
 """
 
@@ -23,3 +24,4 @@ from .lamb import *  # noqa: F401,F403
 from .shampoo import *  # noqa: F401,F403
 from .lbfgs import *  # noqa: F401,F403
 from .proximal import *  # noqa: F401,F403
+from .sign import *  # noqa: F401,F403
