@@ -28,9 +28,9 @@ Start every notebook with ``dev = nntrain.setup()``. Submodules (imported on dem
   ``grokking`` (modular arithmetic, Fourier analysis of embeddings, Gromov's analytic network, the
   one-layer transformer);
 * chapter 11: ``init`` (initialization schemes, variance recursions, Jacobian spectra at init),
-  ``imbalance`` (Zipf classes, per-group losses; sign descent is ``optim.sign``), ``profiles`` (times to target,
-  performance profiles, the AlgoPerf score, tuning budgets), ``benchmark`` (the chapter's small
-  benchmark of workloads and search spaces) and ``speedrun`` (the record table);
+  ``imbalance`` (Zipf classes, per-group losses; sign descent is ``optim.sign``), ``profiles``
+  (times to target, performance profiles, the AlgoPerf score, tuning budgets), ``benchmark`` (the
+  chapter's small benchmark of workloads and search spaces) and ``speedrun`` (the record table);
 * assignments: ``grade`` (the student release and the trusted grader, ``python -m nntrain.grade``).
 """
 
