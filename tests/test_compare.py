@@ -211,3 +211,42 @@ def test_sensitivity():
             for s in range(3)]
     assert compare.sensitivity(runs, "muon") == pytest.approx(3.01 / 1.01)
     assert math.isnan(compare.sensitivity(runs[:6], "muon"))           # best at the edge
+
+
+def test_geometric_grid_is_the_chapter_8_grid():
+    # chapter 8 wrote its grids as [lo * 2**i for i in range(k)]
+    for lo, k in [(5e-4, 6), (2.5e-3, 6), (1e-3, 5), (0.01, 5)]:
+        assert compare.geometric_grid(lo, k) == [lo * 2**i for i in range(k)]
+    assert compare.geometric_grid(1.0, 3, ratio=10) == [1.0, 10.0, 100.0]
+    assert compare.geometric_grid(0.5, 1) == [0.5]
+
+
+@pytest.mark.parametrize("args", [(0.0, 3), (-1e-3, 3), (math.inf, 3), (1e-3, 0), (1e-3, 2.0),
+                                  (1e-3, 3, 1.0), (1e-3, 3, 0.5), (1e-3, 3, math.nan)])
+def test_geometric_grid_rejects_bad_input(args):
+    with pytest.raises(ValueError, match="start|n must|ratio"):
+        compare.geometric_grid(*args)
+
+
+def test_t_intervals_overlap_is_the_old_notebook_rule_off_ties():
+    # chapter 9 (projections) used |m_a − m_b| < h_a + h_b; the package's intervals are closed,
+    # so the two agree everywhere except at an exact tie, where the closed rule says "overlap"
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n_a, n_b = rng.integers(2, 6, size=2)
+        a = rng.normal(0.0, 1.0, n_a) * rng.uniform(0.01, 1)
+        b = rng.normal(rng.uniform(-3, 3), 1.0, n_b) * rng.uniform(0.01, 1)
+        (ma, ha), (mb, hb) = compare.t_interval(a), compare.t_interval(b)
+        if abs(ma - mb) != ha + hb:
+            assert compare.t_intervals_overlap(a, b) == (abs(ma - mb) < ha + hb)
+    assert compare.t_intervals_overlap([0.0, 1.0], [0.2, 0.9])
+    assert not compare.t_intervals_overlap([0.0, 0.01, 0.02], [5.0, 5.01, 5.02])
+    assert compare.t_intervals_overlap([1.0, 2.0], [3.0, 4.0]) == compare.t_intervals_overlap(
+        [3.0, 4.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("first, second", [([1.0], [1.0, 2.0]), ([1.0, 2.0], []),
+                                           ([1.0, math.nan], [1.0, 2.0])])
+def test_t_intervals_overlap_rejects_samples_without_an_interval(first, second):
+    with pytest.raises(ValueError, match="sample"):
+        compare.t_intervals_overlap(first, second)

@@ -110,3 +110,23 @@ def test_silenced_stderr_fd_hides_descriptor_2_and_restores_it(capfd):
         os.write(2, b"from C\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_time_fn_is_the_median_after_one_warmup(monkeypatch):
+    # chapter 8 timed with its own median_time(fn, repeats): one warm-up call, then the median
+    # of `repeats` timings (statistics.median); for an odd count time_fn returns the same number
+    import statistics
+
+    durations = iter([9.0, 3.0, 1.0, 2.0, 7.0, 5.0])   # the first call is the warm-up
+    clock = {"t": 0.0, "pending": 0.0}
+
+    def fn():
+        clock["pending"] = next(durations)
+
+    def perf_counter():
+        clock["t"] += clock["pending"]
+        clock["pending"] = 0.0
+        return clock["t"]
+
+    monkeypatch.setattr(measure.time, "perf_counter", perf_counter)
+    assert measure.time_fn(fn, repeat=5, warmup=1) == statistics.median([3.0, 1.0, 2.0, 7.0, 5.0])

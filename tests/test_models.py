@@ -129,3 +129,25 @@ def test_config_and_build_errors():
         GPT(TINY)(torch.zeros(1, 33, dtype=torch.long))
     with pytest.raises(ValueError, match="multiple"):
         LlamaConfig(n_head=4, n_kv_head=3, n_embd=32)
+
+
+def test_mlp_seed_builds_the_same_network_as_seeding_by_hand():
+    # chapters 2 and 7 used to seed by hand and stack the layers themselves
+    torch.manual_seed(0)
+    by_hand = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                            nn.Linear(128, 10))
+    net = mlp([64, 128, 128, 10], seed=0)
+    assert list(net.state_dict()) == list(by_hand.state_dict())  # same module names ("4" = logits)
+    for a, b in zip(net.state_dict().values(), by_hand.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    small = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    assert all(torch.equal(a, b) for a, b in zip(mlp([64, 128, 10], seed=0).parameters(),
+                                                   small.parameters()))
+    assert not torch.equal(mlp([64, 10], seed=1)[0].weight, mlp([64, 10], seed=0)[0].weight)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_mlp_rejects_a_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        mlp([4, 2], seed=seed)

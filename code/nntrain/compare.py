@@ -30,7 +30,8 @@ from torch import nn
 from .optim import AdamW, Muon, split_muon_params
 
 __all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "warmup_cosine", "make_optimizer", "train_steps", "train", "sweep",
-           "tune_and_report", "sensitivity", "t_quantile", "t_interval", "summarize", "best_setting", "at_edge", "paired_gap",
+           "tune_and_report", "sensitivity", "t_quantile", "t_interval", "t_intervals_overlap", "summarize", "best_setting",
+           "at_edge", "geometric_grid", "paired_gap",
            "char_splits", "lm_loss", "classification_metrics", "value", "table_lines", "plot_lr_curve",
            "plot_training_curve", "plot_study"]
 
@@ -243,6 +244,25 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(t_quantile(x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
 
 
+def t_intervals_overlap(first: Sequence[float], second: Sequence[float]) -> bool:
+    """Whether the 95 % t-intervals (:func:`t_interval`) of the means of two samples overlap.
+
+    The intervals are closed: ``|m1 − m2| <= h1 + h2``. Disjoint intervals are the book's (rough)
+    sign that two settings differ; overlapping ones leave the difference unsettled. Each sample
+    needs two values or more (one value has no interval).
+    """
+    parts = []
+    for name, values in (("first", first), ("second", second)):
+        x = np.asarray(list(values), dtype=float)
+        if x.size < 2:
+            raise ValueError(f"the {name} sample needs at least two values for an interval, got {x.size}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"the {name} sample has a non-finite value: {x.tolist()}")
+        parts.append(t_interval(x))
+    (m1, h1), (m2, h2) = parts
+    return bool(abs(m1 - m2) <= h1 + h2)
+
+
 def summarize(runs: Sequence[Run], metric: str) -> dict:
     """``{(kind, lr, weight_decay): (mean, half-width, n)}`` of ``metric`` over the seeds of each setting.
 
@@ -290,6 +310,17 @@ def sensitivity(runs: Sequence[Run], kind: str, metric: str = "val_loss") -> flo
     if i in (0, len(lrs) - 1):
         return float("nan")
     return max(table[lrs[i - 1]], table[lrs[i + 1]]) / table[best]
+
+
+def geometric_grid(start: float, n: int, ratio: float = 2) -> list[float]:
+    """``[start, start·ratio, …, start·ratio^(n−1)]``: a learning-rate grid with a fixed ratio (×2 by default)."""
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start <= 0:
+        raise ValueError(f"start must be a positive finite number, got {start!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 1:
+        raise ValueError(f"ratio must be a finite number > 1, got {ratio!r}")
+    return [start * ratio**i for i in range(n)]
 
 
 def at_edge(grid: Sequence[float], value: float) -> bool:

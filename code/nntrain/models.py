@@ -53,13 +53,22 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 ATTENTION_KINDS = ("sdpa", "math")
 
 
-def mlp(sizes: list[int], activation: str = "relu", bias: bool = True) -> nn.Sequential:
-    """Linear → activation → … → Linear; ``sizes = [in, hidden..., out]`` (no activation at the end)."""
+def mlp(sizes: list[int], activation: str = "relu", bias: bool = True,
+        seed: int | None = None) -> nn.Sequential:
+    """Linear → activation → … → Linear; ``sizes = [in, hidden..., out]`` (no activation at the end).
+
+    With ``seed`` the global torch generator is seeded first (``torch.manual_seed(seed)``), so one
+    seed gives one initial network: the chapters build their reference perceptron this way.
+    """
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output size, got {sizes!r}")
     for s in sizes:
         check_positive_int("every size", s)
     check_choice("activation", activation, ACTIVATIONS)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out, bias=bias))
