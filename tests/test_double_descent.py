@@ -165,10 +165,15 @@ def test_ridge_conditional_risk_against_monte_carlo():
         dd.ridge_conditional_risk(X, beta[:3], sigma2, 0.1)
 
 
-def test_two_scale_network_shows_fall_rise_fall():
-    ks = sorted({0, *np.unique(np.logspace(0, np.log10(20000), 30).astype(int)).tolist()})
-    out = dd.two_scale_network_curve(200, 100, 10, 0.05, 1.5, 2.0, 0.2, 64, 20000, 0.03, ks,
-                                     seeds=2, generator=torch.Generator().manual_seed(3))
+def test_two_scale_network_shows_fall_rise_fall_and_control_does_not():
+    # the chapter's setting at its stable step, 2 seeds; c = 1 is the same data rescaled
+    ks = sorted({0, *np.unique(np.logspace(0, np.log10(40000), 30).astype(int)).tolist()})
+    args = (200, 100, 10)
+    rest = (1.5, 2.0, 0.2, 64, 40000, 0.015, ks)
+    out = dd.two_scale_network_curve(*args, 0.05, *rest, seeds=2,
+                                     generator=torch.Generator().manual_seed(3))
+    flat = dd.two_scale_network_curve(*args, 1.0, *rest, seeds=2,
+                                      generator=torch.Generator().manual_seed(3))
     assert out["risk"].shape == (2, len(ks)) and out["steps"].tolist() == ks
     assert torch.allclose(out["risk"], out["fast"] + out["slow"])
     m = out["risk"].mean(0)
@@ -178,6 +183,97 @@ def test_two_scale_network_shows_fall_rise_fall():
     # the rise is carried by the fast group, the second descent by learning the slow one
     f, s = out["fast"].mean(0), out["slow"].mean(0)
     assert f[ip] > f[i1] and s[i2] < 0.5 * s[ip]
+    # below the edge of stability all along, and the training loss only falls
+    assert (0.015 * out["sharpness"]).max() < 1.9
+    assert (out["train"].diff(dim=1) <= 1e-12).all()
+    # equal feature scales: one U, no second descent, and a lower early-stopping risk
+    assert dd.descent_after_minimum(flat["risk"].mean(0)) < 0.05
+    assert dd.descent_after_minimum(m) > 3.0
+    assert flat["risk"].mean(0).min() < m.min()
+    # rescaling features does not change the least-squares predictor both runs converge to
+    assert torch.allclose(out["risk"][:, -1], flat["risk"][:, -1], atol=1e-3)
+
+
+def test_two_scale_network_data_same_draws_for_every_scale():
+    d1 = dd.two_scale_network_data(30, 5, 3, 0.1, 1.0, 2.0, 0.3, 4, seeds=2,
+                                   generator=torch.Generator().manual_seed(5))
+    d2 = dd.two_scale_network_data(30, 5, 3, 1.0, 1.0, 2.0, 0.3, 4, seeds=2,
+                                   generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(d1["X"][..., 5:], 0.1 * d2["X"][..., 5:])
+    assert torch.equal(d1["X"][..., :5], d2["X"][..., :5])
+    assert torch.allclose(d1["X"] @ d1["beta"][..., None], d2["X"] @ d2["beta"][..., None])
+    assert torch.allclose(d1["y"], d2["y"])  # equal up to rounding in Xβ
+    for k in ("W", "a"):
+        assert torch.equal(d1[k], d2[k])
+    # about the fraction q of the targets is replaced
+    clean = (d1["X"] @ d1["beta"][..., None])[..., 0]
+    frac = (~torch.isclose(clean, d1["y"])).double().mean().item()
+    assert 0.1 < frac < 0.5
+
+
+def test_two_scale_network_matches_autograd_gradient_descent():
+    n, p1, p2, c, h, lr, steps = 40, 6, 3, 0.2, 5, 0.05, 12
+    ks = [0, 1, 5, 12]
+    out = dd.two_scale_network_curve(n, p1, p2, c, 1.0, 1.5, 0.25, h, steps, lr, ks, seeds=2,
+                                     generator=torch.Generator().manual_seed(9))
+    d = dd.two_scale_network_data(n, p1, p2, c, 1.0, 1.5, 0.25, h, seeds=2,
+                                  generator=torch.Generator().manual_seed(9))
+    for s in range(2):
+        X, y, beta, var = d["X"][s], d["y"][s], d["beta"][s], d["var"]
+        W = d["W"][s].clone().requires_grad_()
+        a = d["a"][s].clone().requires_grad_()
+        col = 0
+        for k in range(steps + 1):
+            if k in ks:
+                with torch.no_grad():
+                    b = W @ a
+                    risk = (var * (b - beta).square()).sum()
+                    train = (X @ b - y).square().mean()
+                    # Gauss–Newton matrix from the explicit Jacobian of β = Wa
+                    J = torch.autograd.functional.jacobian(
+                        lambda w, v: w @ v, (W.detach(), a.detach()))
+                    J = torch.cat([J[0].reshape(p1 + p2, -1), J[1]], 1)
+                    gn = J.T @ (X.T @ X / n) @ J
+                assert math.isclose(out["risk"][s, col].item(), risk.item(), rel_tol=1e-9)
+                assert math.isclose(out["train"][s, col].item(), train.item(), rel_tol=1e-9)
+                assert math.isclose(out["sharpness"][s, col].item(),
+                                    torch.linalg.eigvalsh(gn)[-1].item(), rel_tol=1e-9)
+                assert math.isclose(out["a_sq"][s, col].item(), a.square().sum().item(),
+                                    rel_tol=1e-12)
+                col += 1
+            if k == steps:
+                break
+            loss = (X @ (W @ a) - y).square().sum() / (2 * n)
+            gW, ga = torch.autograd.grad(loss, (W, a))
+            with torch.no_grad():
+                W -= lr * gW
+                a -= lr * ga
+
+
+def test_linear_network_step_in_function_space():
+    # one GD step on (W, a) moves β = Wa by −αPg + α²(βᵀg)g, P = WWᵀ + ‖a‖²I
+    g0 = torch.Generator().manual_seed(4)
+    X = torch.randn(25, 7, generator=g0, dtype=torch.float64)
+    y = torch.randn(25, generator=g0, dtype=torch.float64)
+    W = torch.randn(7, 3, generator=g0, dtype=torch.float64)
+    a = torch.randn(3, generator=g0, dtype=torch.float64)
+    lr, n = 0.07, 25
+    beta = W @ a
+    grad = X.T @ (X @ beta - y) / n
+    W1, a1 = W - lr * torch.outer(grad, a), a - lr * W.T @ grad
+    P = W @ W.T + a.square().sum() * torch.eye(7, dtype=torch.float64)
+    assert torch.allclose(W1 @ a1, beta - lr * P @ grad + lr**2 * (beta @ grad) * grad)
+    ev = torch.linalg.eigvalsh(P)
+    assert ev[0] >= a.square().sum() - 1e-12
+    assert ev[-1] <= a.square().sum() + torch.linalg.matrix_norm(W, ord=2) ** 2 + 1e-12
+
+
+def test_descent_after_minimum():
+    assert dd.descent_after_minimum(torch.tensor([3.0, 1.0, 2.0, 0.5, 0.7])) == 1.5
+    assert dd.descent_after_minimum(torch.tensor([3.0, 2.0, 1.0])) == 0.0
+    assert dd.descent_after_minimum(torch.tensor([3.0, 1.0, 2.0, 4.0])) == 0.0
+    with pytest.raises(ValueError, match="curve"):
+        dd.descent_after_minimum(torch.tensor([1.0]))
 
 
 def test_fall_rise_fall_and_network_bad_input():
@@ -190,3 +286,5 @@ def test_fall_rise_fall_and_network_bad_input():
         dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 0.2, 4, 10, 0.1, [0, 11])
     with pytest.raises(ValueError, match="diverged"):
         dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 0.2, 4, 200, 50.0, [0, 200])
+    with pytest.raises(ValueError, match="lr"):
+        dd.two_scale_network_curve(20, 5, 2, 0.1, 1.0, 1.0, 0.2, 4, 10, -0.1, [0, 10])

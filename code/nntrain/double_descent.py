@@ -8,7 +8,8 @@
   SNR = r²/σ², and the exact finite-n risk σ²p/(n − p − 1) for n > p + 1 (Gaussian design);
 * random ReLU features (Belkin et al. 2019, arXiv 1812.11118) fitted by min-norm or ridge;
 * epoch-wise double descent: gradient descent on linear regression with two feature scales
-  (closed form) and a trained two-layer network on the same data with random labels.
+  (closed form) and a trained two-layer linear network on the same data with random labels,
+  with the Gauss–Newton sharpness along the run (is the step below the edge of stability?).
 
 Letters as in Hastie et al.: n samples, p features (number of random features in the random-
 features model), γ = p/n. Everything is float64 and driven by an explicit ``torch.Generator``.
@@ -29,7 +30,8 @@ __all__ = [
     "ridge_conditional_risk",
     "simulate_ridgeless_risk", "smallest_singular_values", "relu_features",
     "draw_relu_weights", "sine_target", "random_features_curve", "gd_risk_path",
-    "two_scale_regression", "two_scale_network_curve", "fall_rise_fall",
+    "two_scale_regression", "two_scale_network_data", "linear_net_sharpness",
+    "two_scale_network_curve", "fall_rise_fall", "descent_after_minimum",
 ]
 
 
@@ -331,7 +333,8 @@ def two_scale_regression(n: int, p_fast: int, p_slow: int, scale_slow: float,
         raise ValueError(f"sigma must be a finite number ≥ 0, got {sigma!r}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     p = p_fast + p_slow
-    scale = torch.cat([torch.ones(p_fast), torch.full((p_slow,), float(scale_slow))]).double()
+    scale = torch.cat([torch.ones(p_fast, dtype=torch.float64),
+                       torch.full((p_slow,), float(scale_slow), dtype=torch.float64)])
     X = torch.randn(n, p, generator=g, dtype=torch.float64) * scale
     b_fast = torch.randn(p_fast, generator=g, dtype=torch.float64)
     b_slow = torch.randn(p_slow, generator=g, dtype=torch.float64)
@@ -341,71 +344,123 @@ def two_scale_regression(n: int, p_fast: int, p_slow: int, scale_slow: float,
     return X, y, beta, scale.square()
 
 
+def two_scale_network_data(n: int, p_fast: int, p_slow: int, scale_slow: float,
+                           r_fast: float, r_slow: float, label_noise: float, width: int,
+                           seeds: int = 8, generator: torch.Generator | None = None
+                           ) -> dict[str, Tensor]:
+    """Samples, corrupted targets and initial weights of :func:`two_scale_network_curve`.
+
+    For each of ``seeds`` runs, in this order from one generator: the data of
+    :func:`two_scale_regression` without additive noise; a mask marking each target with
+    probability ``label_noise``; fresh targets N(0, r_fast² + r_slow²), the marginal law of a
+    clean target, put in place of the marked ones (drawn once, as Nakkiran et al. 2020 draw
+    their noisy labels once; for classification they use a random *wrong* class); W ∈ ℝᵖˣʷ with
+    N(0, 1/p) and a ∈ ℝʷ with N(0, 1/w) entries. The draws do not depend on ``scale_slow``:
+    calls that differ only in it give the same samples with the slow columns rescaled, the same
+    targets and the same initial weights. Returns stacked tensors "X" (seeds, n, p), "y"
+    (seeds, n), "beta" (seeds, p), "W" (seeds, p, w), "a" (seeds, w) and "var" (p,).
+    """
+    n, p_fast, p_slow, width, seeds = (
+        check_positive_int(k, v) for k, v in (("n", n), ("p_fast", p_fast),
+                                              ("p_slow", p_slow), ("width", width),
+                                              ("seeds", seeds)))
+    if not (isinstance(label_noise, (int, float)) and 0 <= label_noise <= 1):
+        raise ValueError(f"label_noise must be a probability in [0, 1], got {label_noise!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    p = p_fast + p_slow
+    out: dict[str, list[Tensor]] = {"X": [], "y": [], "beta": [], "W": [], "a": []}
+    for _ in range(seeds):
+        X, y, beta, var = two_scale_regression(n, p_fast, p_slow, scale_slow, r_fast, r_slow,
+                                               0.0, generator=g)
+        corrupt = torch.rand(n, generator=g, dtype=torch.float64) < label_noise
+        fresh = math.hypot(r_fast, r_slow) * torch.randn(n, generator=g, dtype=torch.float64)
+        out["X"].append(X)
+        out["y"].append(torch.where(corrupt, fresh, y))
+        out["beta"].append(beta)
+        out["W"].append(torch.randn(p, width, generator=g, dtype=torch.float64) / math.sqrt(p))
+        out["a"].append(torch.randn(width, generator=g, dtype=torch.float64) / math.sqrt(width))
+    data = {k: torch.stack(v) for k, v in out.items()}
+    data["var"] = var
+    return data
+
+
+def linear_net_sharpness(sigma: Tensor, W: Tensor, a: Tensor) -> Tensor:
+    """Top eigenvalue of the Gauss–Newton matrix of ½E(xᵀWa − y)² with E xxᵀ = ``sigma``.
+
+    The Jacobian J of β = Wa with respect to (W, a) has JJᵀ = P = WWᵀ + ‖a‖²I, so the nonzero
+    eigenvalues of JᵀΣJ are those of Σ^{1/2} P Σ^{1/2}. Where the loss gradient in β vanishes
+    (a global minimum) this matrix is the Hessian, and gradient descent with step α can stay
+    there only if α·λ_max ≤ 2 (the edge of stability, chapter 9).
+    Batched: sigma (..., p, p), W (..., p, w), a (..., w) → (...).
+    """
+    evals, evecs = torch.linalg.eigh(sigma.double())
+    root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)
+    W, a = W.double(), a.double()
+    P = W @ W.transpose(-1, -2) + a.square().sum(-1)[..., None, None] * torch.eye(
+        W.shape[-2], dtype=torch.float64)
+    return torch.linalg.eigvalsh(root @ P @ root)[..., -1]
+
+
 def two_scale_network_curve(n: int, p_fast: int, p_slow: int, scale_slow: float,
                             r_fast: float, r_slow: float, label_noise: float, width: int,
                             steps: int, lr: float, eval_steps: Sequence[int], seeds: int = 8,
                             generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Train a two-layer linear network f(x) = xᵀWa by full-batch GD on two-scale data.
 
-    The data are those of :func:`two_scale_regression` without additive noise; instead, as
-    Nakkiran et al. 2020 (arXiv 1912.02292) corrupt labels, each training target is replaced
-    with probability ``label_noise`` by an independent draw from the target's distribution
-    N(0, r_fast² + r_slow²). Loss ‖y − XWa‖²/(2n), W ∈ ℝᵖˣʷ with N(0, 1/p) and a with
-    N(0, 1/w) entries, one step per epoch (full batch). The network computes a linear function
-    β = Wa, so the prediction risk on a fresh clean point is exactly Σ_j Var(x_j)(β − β*)_j²
-    — no test sample is needed and it splits into the parts carried by the fast and the slow
-    group. Chapter 10, «Двойной спуск», section on epoch-wise double descent.
-    Returns tensors of shape (seeds, len(eval_steps)): "risk", "fast", "slow" and "train"
-    (training MSE on the corrupted targets), and "steps".
+    Data, noisy targets and initial weights come from :func:`two_scale_network_data`. Loss
+    ‖y − XWa‖²/(2n), both layers updated at once from the current weights, one step per
+    epoch. Since the network is linear, the loss depends on the data only through Σ = XᵀX/n,
+    b = Xᵀy/n and ‖y‖²/n, and with β = Wa and g = Σβ − b the step is a ← a − αWᵀg,
+    W ← W − αgaᵀ: O(p·w + p²) work per step instead of O(n·p·w). The prediction risk on a
+    fresh clean point is exactly Σ_j Var(x_j)(β − β*)_j², so no test sample is needed, and it
+    splits into the parts carried by the fast and the slow group. Chapter 10, «Двойной спуск».
+    Returns tensors of shape (seeds, len(eval_steps)): "risk", "fast", "slow", "train"
+    (training MSE on the corrupted targets), "a_sq" (‖a‖²), "w_sq" (‖W‖₂², the squared
+    largest singular value), "sharpness" (:func:`linear_net_sharpness`; stable while
+    lr·sharpness < 2), and "steps".
     """
-    n, p_fast, p_slow, width, steps, seeds = (
-        check_positive_int(k, v) for k, v in (("n", n), ("p_fast", p_fast),
-                                              ("p_slow", p_slow), ("width", width),
-                                              ("steps", steps), ("seeds", seeds)))
-    if not (isinstance(label_noise, (int, float)) and 0 <= label_noise <= 1):
-        raise ValueError(f"label_noise must be a probability in [0, 1], got {label_noise!r}")
+    steps = check_positive_int("steps", steps)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     ks = sorted({int(k) for k in eval_steps})
     if not ks or ks[0] < 0 or ks[-1] > steps:
         raise ValueError(f"eval_steps must be non-empty integers in [0, {steps}], "
                          f"got {list(eval_steps)}")
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    p = p_fast + p_slow
-    Xs, ys, betas, W, a = [], [], [], [], []
-    for _ in range(seeds):
-        X, y, beta, var = two_scale_regression(n, p_fast, p_slow, scale_slow, r_fast, r_slow,
-                                               0.0, generator=g)
-        corrupt = torch.rand(n, generator=g, dtype=torch.float64) < label_noise
-        fresh = math.hypot(r_fast, r_slow) * torch.randn(n, generator=g, dtype=torch.float64)
-        Xs.append(X)
-        ys.append(torch.where(corrupt, fresh, y))
-        betas.append(beta)
-        W.append(torch.randn(p, width, generator=g, dtype=torch.float64) / math.sqrt(p))
-        a.append(torch.randn(width, 1, generator=g, dtype=torch.float64) / math.sqrt(width))
-    X, y, beta = torch.stack(Xs), torch.stack(ys)[..., None], torch.stack(betas)
-    W, a = torch.stack(W), torch.stack(a)
-    groups = torch.zeros(p, 2, dtype=torch.float64)
-    groups[:p_fast, 0], groups[p_fast:, 1] = var[:p_fast], var[p_fast:]
-    Xt = X.transpose(1, 2)
-    rec: dict[str, list[Tensor]] = {"fast": [], "slow": [], "train": []}
+    d = two_scale_network_data(n, p_fast, p_slow, scale_slow, r_fast, r_slow, label_noise,
+                               width, seeds, generator)
+    X, y, beta, W, a = d["X"], d["y"], d["beta"], d["W"], d["a"][..., None]
+    n = X.shape[1]
+    S = X.transpose(1, 2) @ X / n                # (seeds, p, p)
+    b = X.transpose(1, 2) @ y[..., None] / n     # (seeds, p, 1)
+    yy = y.square().mean(1)
+    groups = torch.zeros(X.shape[2], 2, dtype=torch.float64)
+    groups[:p_fast, 0], groups[p_fast:, 1] = d["var"][:p_fast], d["var"][p_fast:]
+    names = ("fast", "slow", "train", "a_sq", "w_sq", "sharpness")
+    rec: dict[str, list[Tensor]] = {k: [] for k in names}
     want = set(ks)
-    for k in range(steps + 1):
-        if k in want:
-            err2 = (torch.bmm(W, a)[..., 0] - beta).square()
-            parts = err2 @ groups
-            rec["fast"].append(parts[:, 0])
-            rec["slow"].append(parts[:, 1])
-            rec["train"].append((torch.bmm(X, torch.bmm(W, a)) - y).square().mean((1, 2)))
-        if k == steps:
-            break
-        H = torch.bmm(X, W)                      # (seeds, n, width)
-        r = (torch.bmm(H, a) - y) / n            # gradient of the loss w.r.t. the outputs
-        gW = torch.bmm(Xt, r * a.transpose(1, 2))
-        a = a - lr * torch.bmm(H.transpose(1, 2), r)
-        W = W - lr * gW
-        if not torch.isfinite(a).all():
-            raise ValueError(f"gradient descent diverged at step {k + 1}: lower lr (got {lr})")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is much faster, and reproducible
+    try:
+        for k in range(steps + 1):
+            bk = W @ a                            # (seeds, p, 1): the network's β_k
+            if k in want:
+                parts = (bk[..., 0] - beta).square() @ groups
+                rec["fast"].append(parts[:, 0])
+                rec["slow"].append(parts[:, 1])
+                quad = (bk.transpose(1, 2) @ (S @ bk - 2 * b))[:, 0, 0]
+                rec["train"].append(quad + yy)
+                rec["a_sq"].append(a.square().sum((1, 2)))
+                rec["w_sq"].append(torch.linalg.matrix_norm(W, ord=2).square())
+                rec["sharpness"].append(linear_net_sharpness(S, W, a[..., 0]))
+            if k == steps:
+                break
+            grad = S @ bk - b                    # ∇f(β_k) for f(β) = ‖y − Xβ‖²/(2n)
+            a, W = a - lr * W.transpose(1, 2) @ grad, W - lr * grad @ a.transpose(1, 2)
+            if not torch.isfinite(a).all():
+                raise ValueError(f"gradient descent diverged at step {k + 1}: "
+                                 f"lower lr (got {lr})")
+    finally:
+        torch.set_num_threads(threads)
     out = {name: torch.stack(v, 1) for name, v in rec.items()}
     out["risk"] = out["fast"] + out["slow"]
     out["steps"] = torch.tensor(ks)
@@ -429,3 +484,22 @@ def fall_rise_fall(curve: Tensor) -> tuple[int, int, int]:
     i_peak = i_min1 + int(torch.argmax(c[i_min1:]))
     i_min2 = i_peak + int(torch.argmin(c[i_peak:]))
     return i_min1, i_peak, i_min2
+
+
+def descent_after_minimum(curve: Tensor) -> float:
+    """Depth of the second descent: max over i₁ ≤ j ≤ k of curve[j] − curve[k].
+
+    i₁ is the first local minimum (the first point after which the curve rises). A curve that
+    never rises, or only rises after i₁, gives 0: no second descent.
+    For a fall–rise–fall curve it is at least peak − second minimum (:func:`fall_rise_fall`).
+    """
+    if not isinstance(curve, Tensor) or curve.ndim != 1 or curve.numel() < 2:
+        raise ValueError(f"curve must be a 1-D tensor with ≥ 2 points, got "
+                         f"{getattr(curve, 'shape', type(curve))}")
+    c = curve.double()
+    rises = torch.nonzero(c[1:] > c[:-1]).flatten()
+    if rises.numel() == 0:
+        return 0.0
+    tail = c[int(rises[0]):]
+    return float((torch.cummax(tail, 0).values - tail).max())
+
