@@ -119,3 +119,16 @@ def test_save_gif_small_palette(tmp_path):
         plot.save_gif(anim, tmp_path / "b.gif", colors=1)
     with pytest.raises(TypeError, match="FuncAnimation"):
         plot.save_gif(object(), tmp_path / "b.gif")
+
+
+def test_moving_average():
+    import numpy as np
+    import pytest
+    from nntrain.plot import moving_average
+    np.testing.assert_allclose(moving_average([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
+    np.testing.assert_allclose(moving_average([1, 2, 3], 1), [1, 2, 3])
+    for bad in (0, 4, 2.0, True):
+        with pytest.raises(ValueError, match="window"):
+            moving_average([1, 2, 3], bad)
+    with pytest.raises(ValueError, match="1-D"):
+        moving_average([[1, 2]], 1)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .optim import AdamW, Muon, split_muon_params
+from .plot import moving_average
 
 __all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "warmup_cosine", "make_optimizer", "train_steps", "train", "sweep",
            "tune_and_report", "sensitivity", "t_quantile", "t_interval", "t_intervals_overlap", "summarize", "best_setting",
@@ -401,7 +402,7 @@ def plot_training_curve(ax, runs: Sequence[Run], smooth: int = 10, **style) -> N
     """Training loss per iteration, averaged over the runs and smoothed by a moving mean of ``smooth``."""
     mean = np.mean([r.train_loss for r in runs], axis=0)
     smooth = max(1, min(smooth, len(mean)))
-    curve = np.convolve(mean, np.ones(smooth) / smooth, mode="valid")
+    curve = moving_average(mean, smooth)
     ax.plot(np.arange(len(curve)) + smooth, curve, **style)
 
 

@@ -10,6 +10,7 @@ from typing import Iterable
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 
 # A colour-blind-safe palette (Okabe & Ito), in the order the book uses them.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -74,6 +75,20 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float =
     panel = min(width, PAGE_WIDTH / ncols)
     height = height * panel / width
     return plt.subplots(nrows, ncols, figsize=(panel * ncols, height * nrows), constrained_layout=True, **kwargs)
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """The mean of each run of ``window`` consecutive values (``len(values) - window + 1`` of them).
+
+    Training losses of mini-batch runs are noisy from step to step; the book's curves are smoothed
+    this one way. ``window`` larger than the series is an error, not a silent shorter window.
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {v.shape}")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 1 <= window <= v.size:
+        raise ValueError(f"window must be an int in [1, {v.size}], got {window!r}")
+    return np.convolve(v, np.ones(window) / window, mode="valid")
 
 
 def label(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool = False) -> None:
