@@ -191,3 +191,15 @@ def test_bad_tables_and_arguments(hand):
     with pytest.raises(ValueError, match="reference"):
         P.geometric_mean_speedup(hand, "w")
     assert not hand.times.flags.writeable
+
+
+def test_deal_table_is_the_first_draw_of_budget_scores():
+    rng = np.random.default_rng(3)
+    pools = {s: {w: np.where(rng.random((6, 3)) < 0.3, INF, rng.integers(1, 50, (6, 3)).astype(float))
+                 for w in "abc"} for s in "xyz"}
+    first = P.algoperf_score(P.deal_table(pools, 2, 3, np.random.default_rng(7)))
+    scores = P.budget_scores(pools, 2, 3, draws=4, seed=7)
+    for s in pools:
+        assert scores[s][0] == pytest.approx(first[s])
+    with pytest.raises(ValueError, match="2-D"):
+        P.deal_table({"x": {"a": np.ones(3)}}, 1)

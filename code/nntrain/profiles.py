@@ -15,8 +15,9 @@ into the quantities of Dolan & Moré (2002) and of the AlgoPerf benchmark (Dahl 
 A time to target comes from an evaluation curve (:func:`time_to_target`); a per-workload time from
 a tuning budget of ``trials`` hyperparameter points in each of ``studies`` independent studies
 (:func:`workload_time`: the median over studies of the fastest trial, as in AlgoPerf's external
-tuning ruleset); :func:`budget_scores` redraws the studies from a pool of finished trials to show how
-the score and the ranking move with the tuning budget.
+tuning ruleset); :func:`deal_table` deals the studies from a pool of finished trials, and
+:func:`budget_scores` deals them many times to show how the score and the ranking move with the
+tuning budget.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ._checks import check_choice, check_positive_int
 __all__ = ["R_MAX", "TimeTable", "time_to_target", "performance_ratios", "capped_ratios",
            "performance_profile", "algoperf_score", "algoperf_score_trapz", "ranking",
            "geometric_mean_speedup", "study_time", "workload_time", "draw_studies",
-           "budget_scores", "plot_profiles"]
+           "deal_table", "budget_scores", "plot_profiles"]
 
 R_MAX = 4.0  # AlgoPerf's upper integration limit: slower than 4x the fastest earns nothing
 
@@ -233,16 +234,8 @@ def draw_studies(n_points: int, trials: int, studies: int, rng: np.random.Genera
     return np.stack([rng.permutation(n_points)[:trials] for _ in range(studies)])
 
 
-def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
-                  draws: int = 200, seed: int = 0, r_max: float = R_MAX) -> dict[str, np.ndarray]:
-    """AlgoPerf scores of each solver over ``draws`` random deals of the tuning studies.
-
-    ``pools[solver][workload]`` is an array ``(points, seeds)`` of trial times: hyperparameter point
-    ``p`` run with seed ``k``. Study ``j`` runs its points with seed ``j % seeds`` (so the studies
-    differ in both points and seeds). Every draw deals new studies to every solver and workload,
-    forms the time table and scores it; the result maps each solver to its ``draws`` scores.
-    """
-    check_positive_int("draws", draws)
+def _pool_arrays(pools: Mapping[str, Mapping[str, np.ndarray]]
+                 ) -> tuple[tuple[str, ...], tuple[str, ...], dict[tuple[str, str], np.ndarray]]:
     solvers = tuple(pools)
     if not solvers:
         raise ValueError("pools is empty")
@@ -254,19 +247,57 @@ def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, st
         for w in workloads:
             a = np.asarray(pools[s][w], dtype=float)
             if a.ndim != 2 or a.size == 0:
-                raise ValueError(f"pool of {s!r} on {w!r} must be a non-empty 2-D array (points, seeds)")
+                raise ValueError(f"pool of {s!r} on {w!r} must be a non-empty 2-D array (points, seeds), "
+                                 f"got shape {a.shape}")
             arrays[s, w] = a
+    return solvers, workloads, arrays
+
+
+def _deal(solvers, workloads, arrays, trials: int, studies: int, rng: np.random.Generator) -> TimeTable:
+    times = np.empty((len(solvers), len(workloads)))
+    for i, s in enumerate(solvers):
+        for j, w in enumerate(workloads):
+            a = arrays[s, w]
+            idx = draw_studies(a.shape[0], trials, studies, rng)
+            per_study = [study_time(a[idx[k], k % a.shape[1]]) for k in range(studies)]
+            times[i, j] = workload_time(per_study)
+    return TimeTable(solvers, workloads, times)
+
+
+def deal_table(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
+               rng: np.random.Generator | None = None) -> TimeTable:
+    """One AlgoPerf time table dealt from a pool of finished trials.
+
+    ``pools[solver][workload]`` is an array ``(points, seeds)`` of trial times: hyperparameter point
+    ``p`` run with seed ``k``. For every solver and workload (in this order) ``studies`` studies of
+    ``trials`` points are drawn (:func:`draw_studies`); study ``j`` runs its points with seed
+    ``j % seeds``, so the studies differ in both points and seeds; its time is its fastest trial,
+    and the workload's time is the median over studies.
+    """
+    check_positive_int("trials", trials)
+    check_positive_int("studies", studies)
+    solvers, workloads, arrays = _pool_arrays(pools)
+    return _deal(solvers, workloads, arrays, trials, studies,
+                 np.random.default_rng(0) if rng is None else rng)
+
+
+def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
+                  draws: int = 200, seed: int = 0, r_max: float = R_MAX) -> dict[str, np.ndarray]:
+    """AlgoPerf scores of each solver over ``draws`` deals of the studies (:func:`deal_table`).
+
+    The deals share one generator seeded with ``seed``, so the first deal is
+    ``deal_table(pools, trials, studies, np.random.default_rng(seed))``. The result maps each
+    solver to its ``draws`` scores.
+    """
+    check_positive_int("draws", draws)
+    check_positive_int("trials", trials)
+    check_positive_int("studies", studies)
+    solvers, workloads, arrays = _pool_arrays(pools)
     rng = np.random.default_rng(seed)
     out = np.empty((draws, len(solvers)))
     for d in range(draws):
-        times = np.empty((len(solvers), len(workloads)))
-        for i, s in enumerate(solvers):
-            for j, w in enumerate(workloads):
-                a = arrays[s, w]
-                idx = draw_studies(a.shape[0], trials, studies, rng)
-                per_study = [study_time(a[idx[k], k % a.shape[1]]) for k in range(studies)]
-                times[i, j] = workload_time(per_study)
-        out[d] = list(algoperf_score(TimeTable(solvers, workloads, times), r_max).values())
+        table = _deal(solvers, workloads, arrays, trials, studies, rng)
+        out[d] = list(algoperf_score(table, r_max).values())
     return {s: out[:, i] for i, s in enumerate(solvers)}
 
 
