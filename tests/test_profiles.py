@@ -203,3 +203,49 @@ def test_deal_table_is_the_first_draw_of_budget_scores():
         assert scores[s][0] == pytest.approx(first[s])
     with pytest.raises(ValueError, match="2-D"):
         P.deal_table({"x": {"a": np.ones(3)}}, 1)
+
+
+def test_chapter_hand_tables():
+    # the tables of chapter 11 (comparing.ipynb): demo, field flip, exercise ex-cmp11-profile
+    demo = P.TimeTable(("A", "B", "C"), ("w1", "w2", "w3", "w4"),
+                       [[100, 200, 150, INF], [120, 100, 600, 900], [300, 450, 100, 300]])
+    b = P.algoperf_score(demo)
+    assert [b[s] for s in "ABC"] == pytest.approx([5 / 8, 17 / 30, 7 / 12])
+    field = P.TimeTable(("A", "B", "C"), ("w1", "w2"), [[INF, 200], [450, 500], [100, 500]])
+    assert P.algoperf_score(field) == pytest.approx({"A": 0.5, "B": 0.25, "C": 0.75})
+    assert P.algoperf_score(field.without("C")) == pytest.approx({"A": 0.5, "B": 0.75})
+    ex = P.TimeTable(("X", "Y", "Z"), ("w1", "w2", "w3", "w4", "w5"),
+                     [[10, 40, 30, INF, 25], [20, 20, 90, 50, 25], [15, 100, 30, 60, 80]])
+    np.testing.assert_allclose(P.performance_profile(ex, [1.0, 2.0]),
+                               [[0.6, 0.8], [0.6, 0.8], [0.2, 0.6]])
+    b = P.algoperf_score(ex)
+    assert [b[s] for s in "XYZ"] == pytest.approx([11 / 15, 0.8, 91 / 150])
+    trap = P.algoperf_score_trapz(ex)
+    assert max(abs(b[s] - trap[s]) for s in b) <= 1 / 198
+
+
+def test_fastest_counts_by_hand():
+    # one point, one seed: every deal gives the same table
+    pools = {"x": {"a": [[1.0]], "b": [[2.0]], "c": [[INF]]},
+             "y": {"a": [[3.0]], "b": [[2.0]], "c": [[INF]]},
+             "z": {"a": [[5.0]], "b": [[4.0]], "c": [[INF]]}}
+    counts = P.fastest_counts(pools, trials=1, studies=3, draws=5)
+    assert counts == {"x": 1.0, "y": 0.0, "z": 0.0}   # b is a tie, c unsolved
+
+
+def test_fastest_counts_follow_budget_scores_deals():
+    rng = np.random.default_rng(1)
+    pools = {s: {w: rng.integers(1, 6, size=(6, 3)).astype(float) for w in "ab"} for s in "xyz"}
+    counts = P.fastest_counts(pools, trials=2, studies=3, draws=7, seed=3)
+    gen = np.random.default_rng(3)
+    want = {s: 0.0 for s in "xyz"}
+    for _ in range(7):
+        t = P.deal_table(pools, 2, 3, gen)
+        for j in range(2):
+            col = t.times[:, j]
+            if (col == col.min()).sum() == 1:
+                want[t.solvers[int(np.argmin(col))]] += 1 / 7
+    for s in "xyz":
+        assert counts[s] == pytest.approx(want[s])
+    with pytest.raises(ValueError, match="draws"):
+        P.fastest_counts(pools, 2, draws=0)

@@ -33,7 +33,7 @@ from ._checks import check_choice, check_positive_int
 __all__ = ["R_MAX", "TimeTable", "time_to_target", "performance_ratios", "capped_ratios",
            "performance_profile", "algoperf_score", "algoperf_score_trapz", "ranking",
            "geometric_mean_speedup", "study_time", "workload_time", "draw_studies",
-           "deal_table", "budget_scores", "plot_profiles"]
+           "deal_table", "budget_scores", "fastest_counts", "plot_profiles"]
 
 R_MAX = 4.0  # AlgoPerf's upper integration limit: slower than 4x the fastest earns nothing
 
@@ -130,7 +130,10 @@ def performance_ratios(table: TimeTable) -> np.ndarray:
 
 
 def capped_ratios(table: TimeTable, r_max: float = R_MAX) -> np.ndarray:
-    """Ratios with every failure and every ratio above ``r_max`` set to ``r_max`` (Dolan–Moré's r_M).
+    """Ratios with every failure and every ratio above ``r_max`` set to ``r_max``.
+
+    On ``[1, r_max)`` the cap plays the part of Dolan–Moré's ``r_M`` (which marks failures only and
+    exceeds every finite ratio); at ``r_max`` itself the two differ, but the score does not see it.
 
     Past ``r_max`` the profile is not looked at, so a solver four times slower than the best and a
     solver that never finished are worth the same: nothing.
@@ -299,6 +302,29 @@ def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, st
         table = _deal(solvers, workloads, arrays, trials, studies, rng)
         out[d] = list(algoperf_score(table, r_max).values())
     return {s: out[:, i] for i, s in enumerate(solvers)}
+
+
+def fastest_counts(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
+                   draws: int = 200, seed: int = 0) -> dict[str, float]:
+    """Mean number of workloads per deal on which each solver is *strictly* the fastest.
+
+    The deals are those of :func:`budget_scores` with the same arguments. Only such a solver moves
+    the others' ratios when it leaves the field (chapter 11, the exercise on the field); a workload
+    that nobody solved, or where the best time is shared, counts for no one.
+    """
+    check_positive_int("draws", draws)
+    check_positive_int("trials", trials)
+    check_positive_int("studies", studies)
+    solvers, workloads, arrays = _pool_arrays(pools)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(len(solvers))
+    for _ in range(draws):
+        t = _deal(solvers, workloads, arrays, trials, studies, rng).times
+        best = t.min(axis=0)
+        alone = np.isfinite(best) & ((t == best).sum(axis=0) == 1)
+        for j in np.flatnonzero(alone):
+            counts[int(np.argmin(t[:, j]))] += 1
+    return {s: float(c / draws) for s, c in zip(solvers, counts)}
 
 
 def plot_profiles(ax, table: TimeTable, r_max: float = R_MAX, names: Mapping[str, str] | None = None,
