@@ -250,3 +250,21 @@ def test_t_intervals_overlap_is_the_old_notebook_rule_off_ties():
 def test_t_intervals_overlap_rejects_samples_without_an_interval(first, second):
     with pytest.raises(ValueError, match="sample"):
         compare.t_intervals_overlap(first, second)
+
+
+def test_random_batches_follow_the_generator_and_refuse_bad_input():
+    import pytest
+    import torch
+
+    from nntrain.compare import random_batches
+
+    x, y = torch.arange(20.0).reshape(10, 2), torch.arange(10)
+    batch = random_batches(x, y, 4)
+    xb, yb = batch(torch.Generator().manual_seed(3))
+    idx = torch.randint(10, (4,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            random_batches(x, y, bad)
+    with pytest.raises(ValueError, match="rows"):
+        random_batches(x, y[:9], 4)

@@ -172,12 +172,7 @@ def _classifier(name: str, title: str, build: Callable[[], nn.Module], shape: tu
     splits = _digits_splits()
     x, y = splits["train"]
     held = {k: (splits[k][0].reshape(-1, *shape), splits[k][1]) for k in ("val", "test")}
-    x = x.reshape(-1, *shape)
-
-    def batch(gen: torch.Generator):
-        idx = torch.randint(len(x), (batch_size,), generator=gen)
-        return x[idx], y[idx]
-
+    batch = compare.random_batches(x.reshape(-1, *shape), y, batch_size)
     task = compare.Task(build_model=build, batch=batch,
                         loss=lambda m, xb, yb: nn.functional.cross_entropy(m(xb), yb),
                         evaluate=lambda m: compare.classification_metrics(m, held), steps=steps)
@@ -255,15 +250,12 @@ def _regression(steps: int, eval_every: int, batch_size: int = 32) -> Workload:
     x, y = splits["train"]
     held = {k: v for k, v in splits.items() if k != "train"}
 
-    def batch(gen: torch.Generator):
-        idx = torch.randint(len(x), (batch_size,), generator=gen)
-        return x[idx], y[idx]
-
     def evaluate(m: nn.Module) -> dict[str, float]:
         return {f"{k}_mse": float(nn.functional.mse_loss(m(xh), yh)) for k, (xh, yh) in held.items()}
 
     task = compare.Task(build_model=lambda: mlp([x.shape[1], 64, 64, 1], activation="tanh"),
-                        batch=batch, loss=lambda m, xb, yb: nn.functional.mse_loss(m(xb), yb),
+                        batch=compare.random_batches(x, y, batch_size),
+                        loss=lambda m, xb, yb: nn.functional.mse_loss(m(xb), yb),
                         evaluate=evaluate, steps=steps)
     desc = f"MLP 16–64–64–1 (tanh), учитель tanh-MLP + шум 0.1; {len(x)} примеров, батч {batch_size}"
     return Workload("reg", "регрессия", task, eval_every, "val_mse", "test_mse", desc)

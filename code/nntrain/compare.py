@@ -30,7 +30,7 @@ from torch import nn
 from .optim import AdamW, Muon, split_muon_params
 from .plot import moving_average
 
-__all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "warmup_cosine", "make_optimizer", "train_steps", "train", "sweep",
+__all__ = ["KINDS", "SCHEDULES", "Task", "Run", "Comparison", "random_batches", "warmup_cosine", "make_optimizer", "train_steps", "train", "sweep",
            "tune_and_report", "sensitivity", "t_quantile", "t_interval", "t_intervals_overlap", "summarize", "best_setting",
            "at_edge", "geometric_grid", "paired_gap",
            "char_splits", "lm_loss", "classification_metrics", "value", "table_lines", "plot_lr_curve",
@@ -74,6 +74,22 @@ class Run:
     train_loss: np.ndarray
     seconds: float
     metrics: dict
+
+
+def random_batches(x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+    """A ``Task.batch``: ``batch_size`` rows of ``(x, y)`` drawn with replacement by the given
+    (CPU) generator, so that a seed fixes the sequence of mini-batches of a run."""
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(x), (batch_size,), generator=gen).to(x.device)
+        return x[idx], y[idx]
+
+    return batch
 
 
 def warmup_cosine(k: int, total: int, warmup: float = 0.1) -> float:

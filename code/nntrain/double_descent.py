@@ -467,20 +467,26 @@ def two_scale_network_curve(n: int, p_fast: int, p_slow: int, scale_slow: float,
     return out
 
 
+def _first_minimum(curve: Tensor, min_points: int) -> tuple[Tensor, int | None]:
+    """The curve in float64 and its first local minimum: the first point after which it rises
+    (``None`` if it never rises)."""
+    if not isinstance(curve, Tensor) or curve.ndim != 1 or curve.numel() < min_points:
+        raise ValueError(f"curve must be a 1-D tensor with ≥ {min_points} points, got "
+                         f"{getattr(curve, 'shape', type(curve))}")
+    c = curve.double()
+    rises = torch.nonzero(c[1:] > c[:-1]).flatten()
+    return c, (int(rises[0]) if rises.numel() else None)
+
+
 def fall_rise_fall(curve: Tensor) -> tuple[int, int, int]:
     """Indices (first local minimum, highest point after it, lowest point after that).
 
     The curve has the epoch-wise double-descent shape when curve[i_peak] > curve[i_min1] and
     curve[i_min2] < curve[i_peak]; a curve that only falls raises ValueError.
     """
-    if not isinstance(curve, Tensor) or curve.ndim != 1 or curve.numel() < 3:
-        raise ValueError(f"curve must be a 1-D tensor with ≥ 3 points, got "
-                         f"{getattr(curve, 'shape', type(curve))}")
-    c = curve.double()
-    rises = torch.nonzero(c[1:] > c[:-1]).flatten()
-    if rises.numel() == 0:
+    c, i_min1 = _first_minimum(curve, min_points=3)
+    if i_min1 is None:
         raise ValueError("the curve never rises: no first minimum")
-    i_min1 = int(rises[0])
     i_peak = i_min1 + int(torch.argmax(c[i_min1:]))
     i_min2 = i_peak + int(torch.argmin(c[i_peak:]))
     return i_min1, i_peak, i_min2
@@ -493,13 +499,9 @@ def descent_after_minimum(curve: Tensor) -> float:
     never rises, or only rises after i₁, gives 0: no second descent.
     For a fall–rise–fall curve it is at least peak − second minimum (:func:`fall_rise_fall`).
     """
-    if not isinstance(curve, Tensor) or curve.ndim != 1 or curve.numel() < 2:
-        raise ValueError(f"curve must be a 1-D tensor with ≥ 2 points, got "
-                         f"{getattr(curve, 'shape', type(curve))}")
-    c = curve.double()
-    rises = torch.nonzero(c[1:] > c[:-1]).flatten()
-    if rises.numel() == 0:
+    c, i_min1 = _first_minimum(curve, min_points=2)
+    if i_min1 is None:
         return 0.0
-    tail = c[int(rises[0]):]
+    tail = c[i_min1:]
     return float((torch.cummax(tail, 0).values - tail).max())
 

@@ -284,6 +284,18 @@ def deal_table(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studi
                  np.random.default_rng(0) if rng is None else rng)
 
 
+def _deals(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int, draws: int,
+           seed: int):
+    """``draws`` deals (:func:`deal_table`) from one generator seeded with ``seed``."""
+    check_positive_int("draws", draws)
+    check_positive_int("trials", trials)
+    check_positive_int("studies", studies)
+    solvers, workloads, arrays = _pool_arrays(pools)
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        yield _deal(solvers, workloads, arrays, trials, studies, rng)
+
+
 def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
                   draws: int = 200, seed: int = 0, r_max: float = R_MAX) -> dict[str, np.ndarray]:
     """AlgoPerf scores of each solver over ``draws`` deals of the studies (:func:`deal_table`).
@@ -292,16 +304,9 @@ def budget_scores(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, st
     ``deal_table(pools, trials, studies, np.random.default_rng(seed))``. The result maps each
     solver to its ``draws`` scores.
     """
-    check_positive_int("draws", draws)
-    check_positive_int("trials", trials)
-    check_positive_int("studies", studies)
-    solvers, workloads, arrays = _pool_arrays(pools)
-    rng = np.random.default_rng(seed)
-    out = np.empty((draws, len(solvers)))
-    for d in range(draws):
-        table = _deal(solvers, workloads, arrays, trials, studies, rng)
-        out[d] = list(algoperf_score(table, r_max).values())
-    return {s: out[:, i] for i, s in enumerate(solvers)}
+    out = np.array([list(algoperf_score(table, r_max).values())
+                    for table in _deals(pools, trials, studies, draws, seed)])
+    return {s: out[:, i] for i, s in enumerate(pools)}
 
 
 def fastest_counts(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, studies: int = 3,
@@ -312,19 +317,14 @@ def fastest_counts(pools: Mapping[str, Mapping[str, np.ndarray]], trials: int, s
     the others' ratios when it leaves the field (chapter 11, the exercise on the field); a workload
     that nobody solved, or where the best time is shared, counts for no one.
     """
-    check_positive_int("draws", draws)
-    check_positive_int("trials", trials)
-    check_positive_int("studies", studies)
-    solvers, workloads, arrays = _pool_arrays(pools)
-    rng = np.random.default_rng(seed)
-    counts = np.zeros(len(solvers))
-    for _ in range(draws):
-        t = _deal(solvers, workloads, arrays, trials, studies, rng).times
+    counts = np.zeros(len(pools))
+    for table in _deals(pools, trials, studies, draws, seed):
+        t = table.times
         best = t.min(axis=0)
         alone = np.isfinite(best) & ((t == best).sum(axis=0) == 1)
         for j in np.flatnonzero(alone):
             counts[int(np.argmin(t[:, j]))] += 1
-    return {s: float(c / draws) for s, c in zip(solvers, counts)}
+    return {s: float(c / draws) for s, c in zip(pools, counts)}
 
 
 def plot_profiles(ax, table: TimeTable, r_max: float = R_MAX, names: Mapping[str, str] | None = None,

@@ -158,17 +158,11 @@ def classification_task(splits: Mapping[str, Any], hidden: Sequence[int], batch_
     """A ``compare.Task``: an MLP (``nntrain.models.mlp``) trained by cross-entropy on mini-batches
     drawn with replacement from ``splits["train"]``, scored on ``"val"`` and ``"test"``."""
     x, y = splits["train"]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch = compare.random_batches(x, y, batch_size)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     sizes = [x.shape[1], *hidden, int(y.max()) + 1]
     held = {k: splits[k] for k in ("val", "test")}
-
-    def batch(gen: torch.Generator):
-        idx = torch.randint(len(x), (batch_size,), generator=gen).to(x.device)
-        return x[idx], y[idx]
-
     return compare.Task(
         build_model=lambda: mlp(sizes).to(x.device, x.dtype), batch=batch,
         loss=lambda model, xb, yb: nn.functional.cross_entropy(model(xb), yb),
